@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from app.api.deps import ServiceDep
+from app.engine.service import State
+from app.errors import error_body
+from app.schemas import ErrorResponse, HealthResponse, ReadyResponse
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health", response_model=HealthResponse, summary="Liveness: the process answers")
+async def health() -> HealthResponse:
+    return HealthResponse(status="ok")
+
+
+@router.get(
+    "/ready",
+    response_model=ReadyResponse,
+    responses={503: {"model": ErrorResponse, "description": "Loading, failed or stopping"}},
+    summary="Readiness: the base pipeline is loaded and new work is accepted",
+)
+async def ready(service: ServiceDep) -> ReadyResponse | JSONResponse:
+    if service.state is State.READY:
+        return ReadyResponse(status="ready", model=service.settings.model, device=service.device)
+    message = f"service is {service.state.value}" + (f": {service.error}" if service.error else "")
+    return JSONResponse(error_body("not_ready", message), status_code=503, headers={"Retry-After": "5"})

@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from app.api.deps import ServiceDep
+from app.api.responses import image_response
+from app.api.shared import IMAGE_RESPONSES
+from app.schemas import RefineRequest
+
+router = APIRouter(tags=["images"])
+
+
+@router.post("/refine", responses=IMAGE_RESPONSES, summary="Refine a stored image with the SDXL refiner")
+async def refine(body: RefineRequest, request: Request, service: ServiceDep) -> Response:
+    """Runs the refiner over the stored image `id` and stores the result under a new id.
+
+    The refiner is loaded on first use (that call takes longer) and shares the base's text_encoder_2 and VAE.
+    """
+    return image_response(request, await service.refine(body))

@@ -1,0 +1,113 @@
+"""Every setting of the service, typed and validated once at startup.
+
+Code receives a `Settings` instance; nothing reads the environment anywhere else. Tests build their own
+(`Settings(model="tiny", ...)`), so no module-level settings object exists.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SDXL_BASE = "stabilityai/stable-diffusion-xl-base-1.0"
+SDXL_REFINER = "stabilityai/stable-diffusion-xl-refiner-1.0"
+TINY = "tiny"
+
+# Hard ceilings of the API contract. Settings may lower them, never raise them, so the limits that
+# /docs shows are always true upper bounds.
+MAX_SIDE = 2048
+MAX_STEPS = 100
+
+
+def _default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "sdxl-serve"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SDXL_", populate_by_name=True, extra="ignore")
+
+    # --- models -------------------------------------------------------------------------------
+    model: str = Field(
+        SDXL_BASE,
+        description="Base pipeline: 'tiny' (built-in offline model), a hub id or a local directory.",
+    )
+    refiner_model: str | None = Field(
+        None,
+        description="Refiner: a hub id or a local directory. Unset: the SDXL refiner, or the tiny refiner "
+        "when the base is 'tiny'.",
+    )
+    device: Literal["auto", "cuda", "mps", "cpu"] = Field("auto", description="auto: cuda, then mps, then cpu.")
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
+        "auto", description="auto: float16 on cuda/mps, float32 on cpu (fp16 on CPU is ~10x slower)."
+    )
+    variant: str | None = Field(None, description="Weights variant to load, e.g. 'fp16' for SDXL on a GPU.")
+    cache_dir: Path = Field(default_factory=_default_cache_dir, description="Where the tiny model is built.")
+    watermark: bool = Field(True, description="Embed SDXL's invisible watermark in every image.")
+    torch_threads: int | None = Field(
+        None, ge=1, le=256, description="CPU threads for torch (CPU serving); unset: torch's default."
+    )
+
+    # --- limits -------------------------------------------------------------------------------
+    max_side: int = Field(MAX_SIDE, ge=256, le=MAX_SIDE, description="Largest width or height accepted.")
+    max_pixels: int = Field(2048 * 2048, ge=256 * 256, description="Largest width*height accepted (memory guard).")
+    max_steps: int = Field(MAX_STEPS, ge=1, le=MAX_STEPS, description="Most inference steps accepted.")
+
+    # --- storage ------------------------------------------------------------------------------
+    image_dir: Path = Field(
+        Path("images"), validation_alias=AliasChoices("IMAGE_DIR", "image_dir"), description="Local image store."
+    )
+
+    # --- network and auth ---------------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Address `serve` binds.")
+    port: int = Field(8000, ge=1, le=65535, description="Port `serve` binds.")
+    generation_auth_key: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("GENERATION_AUTH_KEY", "generation_auth_key"),
+        description="API key, or a comma-separated list of keys. Unset: no auth (loopback only).",
+    )
+    allow_unauthenticated: bool = Field(
+        False, description="Allow serving without GENERATION_AUTH_KEY on a non-loopback address."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("model", "refiner_model")
+    @classmethod
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must not be empty")
+        return value.strip() if value is not None else None
+
+    @model_validator(mode="after")
+    def _pair_models(self) -> Settings:
+        if self.refiner_model is None:
+            self.refiner_model = TINY if self.model == TINY else SDXL_REFINER
+        if (self.model == TINY) != (self.refiner_model == TINY):
+            # The refiner borrows the base's text_encoder_2 and VAE, so their shapes must match.
+            raise ValueError("SDXL_MODEL and SDXL_REFINER_MODEL must both be 'tiny' or both be real SDXL models")
+        return self
+
+    # --- derived ------------------------------------------------------------------------------
+    @property
+    def api_keys(self) -> tuple[str, ...]:
+        if self.generation_auth_key is None:
+            return ()
+        keys = (k.strip() for k in self.generation_auth_key.get_secret_value().split(","))
+        return tuple(k for k in keys if k)
+
+    @property
+    def refiner(self) -> str:
+        assert self.refiner_model is not None  # filled in by _pair_models
+        return self.refiner_model
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

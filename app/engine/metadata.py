@@ -1,0 +1,91 @@
+"""Provenance carried inside every PNG, and the PNG encoding itself.
+
+Two text chunks: `parameters` in the AUTOMATIC1111 format (so existing tools read our images) and
+`sdxl-serve`, a JSON record of everything needed to reproduce the image. Neither holds the image id or a
+time: the same request with the same seed must give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from importlib import metadata as importlib_metadata
+from typing import Any
+
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+METADATA_KEY = "sdxl-serve"
+_PACKAGES = ("sdxl-serve", "diffusers", "torch", "transformers")
+
+
+@dataclass(frozen=True)
+class Provenance:
+    kind: str  # "generate" | "refine"
+    model: str
+    prompt: str
+    negative_prompt: str | None
+    prompt_2: str | None
+    negative_prompt_2: str | None
+    seed: int
+    steps: int
+    guidance_scale: float
+    width: int
+    height: int
+    scheduler: str
+    watermark: bool
+    strength: float | None = None
+    parent_id: str | None = None
+
+
+@lru_cache(maxsize=1)
+def library_versions() -> dict[str, str]:
+    versions = {}
+    for name in _PACKAGES:
+        try:
+            versions[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            versions[name] = "unknown"
+    return versions
+
+
+def _a1111_parameters(p: Provenance) -> str:
+    fields = [
+        f"Steps: {p.steps}",
+        f"Sampler: {p.scheduler}",
+        f"CFG scale: {p.guidance_scale:g}",
+        f"Seed: {p.seed}",
+        f"Size: {p.width}x{p.height}",
+        f"Model: {p.model}",
+    ]
+    if p.strength is not None:
+        fields.append(f"Denoising strength: {p.strength:g}")
+    fields.append(f"Version: sdxl-serve {library_versions()['sdxl-serve']}")
+    lines = [p.prompt]
+    if p.negative_prompt:
+        lines.append(f"Negative prompt: {p.negative_prompt}")
+    lines.append(", ".join(fields))
+    return "\n".join(lines)
+
+
+def provenance_record(p: Provenance) -> dict[str, Any]:
+    return {**asdict(p), "versions": library_versions()}
+
+
+def encode_png(image: Image.Image, provenance: Provenance) -> bytes:
+    info = PngInfo()
+    info.add_text("parameters", _a1111_parameters(provenance))
+    # iTXt keeps non-Latin-1 prompts intact.
+    info.add_itxt(METADATA_KEY, json.dumps(provenance_record(provenance), ensure_ascii=False, sort_keys=True))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info, compress_level=6)
+    return buffer.getvalue()
+
+
+def read_provenance(png: bytes) -> dict[str, Any]:
+    with Image.open(io.BytesIO(png)) as image:
+        text = image.text  # type: ignore[attr-defined]
+    record: dict[str, Any] = json.loads(text[METADATA_KEY])
+    return record

@@ -1,0 +1,57 @@
+"""The one wiring point: `create_app(settings)` builds the app; its lifespan starts and stops the engine."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.api import generate, health, images, refine
+from app.api.auth import ApiKeyMiddleware
+from app.api.errors import install_error_handlers
+from app.api.request_log import RequestLogMiddleware
+from app.config import Settings
+from app.engine.service import ImageService, State
+from app.engine.worker import GpuWorker
+from app.storage.local import LocalImageStore
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, *, on_fatal: Callable[[], None] | None = None) -> FastAPI:
+    """Build the service. `on_fatal` is called if the base model cannot be loaded (the CLI exits then)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = LocalImageStore(settings.image_dir)
+        store.open()
+        worker = GpuWorker()
+        worker.start()
+        service = ImageService(settings, store, worker, on_fatal=on_fatal)
+        app.state.service, app.state.store = service, store
+        # Load in the background so /health answers (and /ready says 503) while weights load.
+        loading = asyncio.create_task(service.start(), name="load-base")
+        try:
+            yield
+        finally:
+            service.state = State.STOPPING
+            loading.cancel()
+            await asyncio.to_thread(worker.stop)
+
+    app = FastAPI(
+        title="sdxl-serve",
+        summary="A small, secure Stable Diffusion XL image service.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.auth_enabled = bool(settings.api_keys)
+    install_error_handlers(app)
+    for module in (generate, refine, images, health):
+        app.include_router(module.router)
+    # Order matters: the request log wraps auth, so refused requests are logged too.
+    app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys)
+    app.add_middleware(RequestLogMiddleware)
+    return app

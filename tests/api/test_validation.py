@@ -1,0 +1,117 @@
+"""Every bound of the contract answers 422 in the one error shape, naming the field; never a 500."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import start_server, tiny_settings
+from tests.helpers import assert_error
+
+OK: dict[str, Any] = {"prompt": "p", "num_inference_steps": 1}
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("prompt", ""),
+        ("prompt", "   \n"),
+        ("prompt", "x" * 2001),
+        ("prompt", None),
+        ("prompt", 5),
+        ("negative_prompt", "x" * 2001),
+        ("prompt_2", ["a"]),
+        ("negative_prompt_2", "x" * 2001),
+        ("width", 248),
+        ("width", 2056),
+        ("width", 260),
+        ("width", "wide"),
+        ("width", 256.5),
+        ("height", 0),
+        ("height", -256),
+        ("height", 4096),
+        ("height", 1028),
+        ("num_inference_steps", 0),
+        ("num_inference_steps", 101),
+        ("guidance_scale", -0.1),
+        ("guidance_scale", 30.5),
+        ("guidance_scale", "nan"),
+        ("seed", -1),
+        ("seed", 2**32),
+        ("seed", 1.5),
+        ("steps", 4),  # unknown field: a typo must not silently fall back to a default
+    ],
+)
+def test_generate_bounds(client: httpx.Client, field: str, value: Any) -> None:
+    body = {**OK, field: value}
+    if value is None:
+        body.pop(field)
+    assert_error(client.post("/generate", json=body), 422, "invalid_request", field=field)
+
+
+def test_messages_teach_the_allowed_range(client: httpx.Client) -> None:
+    error = assert_error(client.post("/generate", json={**OK, "width": 4096}), 422, "invalid_request", "width")
+    assert "2048" in error["message"] and "4096" in error["message"]
+    error = assert_error(client.post("/generate", json={**OK, "num_inference_steps": 101}), 422, "invalid_request")
+    assert "100" in error["message"]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"", b"{", b"[]", b'"prompt"', b"null", b'{"prompt": "a", "prompt": ', b"\xff\xfe"],
+)
+def test_malformed_json_is_422(client: httpx.Client, raw: bytes) -> None:
+    r = client.post("/generate", content=raw, headers={"Content-Type": "application/json"})
+    assert_error(r, 422, "invalid_request")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("strength", 0),
+        ("strength", 1.01),
+        ("num_inference_steps", 0),
+        ("num_inference_steps", 101),
+        ("guidance_scale", 31),
+        ("aesthetic_score", -1),
+        ("negative_aesthetic_score", 11),
+        ("seed", -5),
+        ("prompt", ""),
+        ("id", "not-an-id"),
+        ("id", None),
+    ],
+)
+def test_refine_bounds(client: httpx.Client, field: str, value: Any) -> None:
+    body: dict[str, Any] = {"id": "a" * 32, "prompt": "p", field: value}
+    if value is None:
+        body.pop(field)
+    assert_error(client.post("/refine", json=body), 422, "invalid_request", field=field)
+
+
+def test_unknown_route_and_method_use_the_error_shape(client: httpx.Client) -> None:
+    assert_error(client.get("/nope"), 404, "not_found")
+    assert_error(client.get("/generate"), 405, "method_not_allowed")
+
+
+def test_configured_limits_are_enforced(model_cache: Path, tmp_path: Path) -> None:
+    settings = tiny_settings(model_cache, tmp_path, max_side=512, max_pixels=384 * 384, max_steps=8)
+    live = start_server(settings)
+    try:
+        with live.client() as c:
+            e = assert_error(c.post("/generate", json={**OK, "width": 520}), 422, "invalid_request", "width")
+            assert "512" in e["message"] and "520" in e["message"]
+            assert_error(c.post("/generate", json={**OK, "height": 1024}), 422, "invalid_request", "height")
+            e = assert_error(c.post("/generate", json={**OK, "width": 512, "height": 512}), 422, "invalid_request")
+            assert str(384 * 384) in e["message"]
+            assert_error(
+                c.post("/generate", json={"prompt": "p", "num_inference_steps": 9}),
+                422,
+                "invalid_request",
+                "num_inference_steps",
+            )
+            assert c.post("/generate", json={**OK, "width": 384, "height": 384}).status_code == 200
+    finally:
+        live.stop()

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import httpx
+import numpy as np
+from PIL import Image
+
+
+def decode(png: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(png))
+    image.load()
+    return image
+
+
+def pixels(png: bytes) -> np.ndarray[Any, Any]:
+    return np.asarray(decode(png).convert("RGB"), dtype=np.float64)
+
+
+def assert_error(response: httpx.Response, status: int, type_: str, field: str | None = None) -> dict[str, Any]:
+    """Every error has the one JSON shape; no traceback or file path leaks into it."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body: dict[str, Any] = response.json()
+    assert set(body) == {"error"}
+    error = body["error"]
+    assert set(error) == {"type", "message", "field", "details"}
+    assert error["type"] == type_, error
+    assert "Traceback" not in response.text and "/site-packages/" not in response.text
+    if field is not None:
+        named = {error["field"], *(d["field"] for d in error["details"])}
+        assert field in named, error
+    return error

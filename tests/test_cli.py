@@ -1,0 +1,86 @@
+"""The README's run command as a real subprocess: it serves, it refuses unsafe exposure, it fails clearly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import free_port
+
+
+def _env(model_cache: Path, tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SDXL_") and k != "GENERATION_AUTH_KEY"}
+    env.update(SDXL_CACHE_DIR=str(model_cache), IMAGE_DIR=str(tmp_path / "images"), HF_HUB_OFFLINE="1", **extra)
+    return env
+
+
+def test_serve_answers_ready_and_generate(model_cache: Path, tmp_path: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=_env(model_cache, tmp_path, SDXL_MODEL="tiny"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, "server exited early"
+            time.sleep(0.2)
+        r = httpx.post(f"{url}/generate", json={"prompt": "hello", "seed": 1}, timeout=60)
+        assert r.status_code == 200, r.text
+        assert httpx.get(f"{url}/download/{r.json()['id']}").status_code == 200
+        assert (tmp_path / "images" / f"{r.json()['id']}.png").is_file()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out.decode()
+    log = out.decode()
+    assert "serving WITHOUT auth, on loopback 127.0.0.1 only" in log
+    assert "POST /generate 200" in log
+
+
+def test_unloadable_model_fails_with_one_clear_line(model_cache: Path, tmp_path: Path) -> None:
+    port = free_port()
+    proc = subprocess.run(
+        [sys.executable, "-m", "app", "serve", "--port", str(port)],
+        env=_env(model_cache, tmp_path, SDXL_MODEL="no-such-org/no-such-sdxl"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, proc.stderr
+    assert "no-such-org/no-such-sdxl" in errors[0] and "SDXL_MODEL=tiny" in errors[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_refuses_open_non_loopback_bind(model_cache: Path, tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "app", "serve", "--host", "0.0.0.0", "--port", str(free_port())],
+        env=_env(model_cache, tmp_path, SDXL_MODEL="tiny"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "refusing to listen on 0.0.0.0 without GENERATION_AUTH_KEY" in proc.stderr
+
+
+def test_help_is_fast_and_does_not_import_torch() -> None:
+    code = "import sys; from app.__main__ import build_parser; build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
