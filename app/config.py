@@ -56,6 +56,22 @@ class Settings(BaseSettings):
     max_pixels: int = Field(2048 * 2048, ge=256 * 256, description="Largest width*height accepted (memory guard).")
     max_steps: int = Field(MAX_STEPS, ge=1, le=MAX_STEPS, description="Most inference steps accepted.")
 
+    # --- scheduling ----------------------------------------------------------------------------
+    max_queue: int = Field(32, ge=1, le=10_000, description="Images that may wait for the GPU; more: 429.")
+    max_batch: int = Field(8, ge=1, le=64, description="Most images in one pipeline call (1: batching off).")
+    batch_max_pixels: int = Field(
+        8 * 256 * 256, ge=256 * 256, description="Pixel budget of one batch (on CPU, batching loses at 512²)."
+    )
+    batch_window_ms: float = Field(10.0, ge=0, le=1000, description="How long the GPU owner waits to fill a batch.")
+    queue_timeout_s: float = Field(
+        45.0, gt=0, le=3600, description="A job waiting longer is answered 503 and never run (dstack's proxy: 60 s)."
+    )
+    job_ttl_s: float = Field(3600.0, ge=0, description="How long finished jobs stay readable at /jobs/{id}.")
+    shutdown_grace_s: float = Field(30.0, ge=0, le=600, description="How long SIGTERM waits for the running job.")
+    max_consecutive_failures: int = Field(
+        3, ge=1, description="Failed pipeline calls in a row before /ready turns 503."
+    )
+
     # --- storage ------------------------------------------------------------------------------
     image_dir: Path = Field(
         Path("images"), validation_alias=AliasChoices("IMAGE_DIR", "image_dir"), description="Local image store."

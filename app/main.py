@@ -9,13 +9,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api import generate, health, images, refine
+from app.api import generate, health, images, jobs, metrics, refine
 from app.api.auth import ApiKeyMiddleware
 from app.api.errors import install_error_handlers
 from app.api.request_log import RequestLogMiddleware
 from app.config import Settings
-from app.engine.service import ImageService, State
-from app.engine.worker import GpuWorker
+from app.engine.service import ImageService
 from app.storage.local import LocalImageStore
 
 logger = logging.getLogger(__name__)
@@ -28,18 +27,15 @@ def create_app(settings: Settings, *, on_fatal: Callable[[], None] | None = None
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = LocalImageStore(settings.image_dir)
         store.open()
-        worker = GpuWorker()
-        worker.start()
-        service = ImageService(settings, store, worker, on_fatal=on_fatal)
+        service = ImageService(settings, store, on_fatal=on_fatal)
         app.state.service, app.state.store = service, store
         # Load in the background so /health answers (and /ready says 503) while weights load.
         loading = asyncio.create_task(service.start(), name="load-base")
         try:
             yield
         finally:
-            service.state = State.STOPPING
+            await service.stop()
             loading.cancel()
-            await asyncio.to_thread(worker.stop)
 
     app = FastAPI(
         title="sdxl-serve",
@@ -49,7 +45,7 @@ def create_app(settings: Settings, *, on_fatal: Callable[[], None] | None = None
     )
     app.state.auth_enabled = bool(settings.api_keys)
     install_error_handlers(app)
-    for module in (generate, refine, images, health):
+    for module in (generate, refine, images, jobs, metrics, health):
         app.include_router(module.router)
     # Order matters: the request log wraps auth, so refused requests are logged too.
     app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys)

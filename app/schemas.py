@@ -6,7 +6,7 @@ SDXL_MAX_PIXELS, SDXL_MAX_STEPS); the engine checks those and answers 422 the sa
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -15,6 +15,7 @@ from app.storage.ids import ID_PATTERN
 
 MAX_PROMPT_CHARS = 2000
 MAX_SEED = 2**32 - 1
+MAX_NUM_IMAGES = 8
 
 Prompt = Annotated[str, Field(min_length=1, max_length=MAX_PROMPT_CHARS)]
 OptionalPrompt = Annotated[str | None, Field(None, max_length=MAX_PROMPT_CHARS)]
@@ -58,6 +59,9 @@ class GenerateRequest(_Request):
     num_inference_steps: Steps
     guidance_scale: Guidance
     seed: Seed
+    num_images: int = Field(
+        1, ge=1, le=MAX_NUM_IMAGES, description=f"1..{MAX_NUM_IMAGES} images; image i uses seed + i."
+    )
 
 
 class RefineRequest(_Request):
@@ -75,20 +79,55 @@ class RefineRequest(_Request):
 
 
 class Timings(BaseModel):
-    queue_ms: float
-    inference_ms: float
-    encode_ms: float
-    store_ms: float
+    queue_ms: float = 0.0
+    inference_ms: float = Field(0.0, description="The pipeline call (shared with the rest of its batch).")
+    encode_ms: float = 0.0
+    store_ms: float = 0.0
 
 
-class ImageResponse(BaseModel):
+class ImageInfo(BaseModel):
     id: str = Field(description="Image id; GET /download/{id} serves the PNG.")
     seed: int
     width: int
     height: int
+
+
+class ImageResponse(BaseModel):
+    id: str = Field(description="The first image's id (the only one unless num_images > 1).")
+    seed: int
+    width: int
+    height: int
+    images: list[ImageInfo] = Field(description="Every image of the request, in seed order.")
     model: str
     parent_id: str | None = None
+    job_id: str
     timings: Timings
+
+
+class Progress(BaseModel):
+    step: int = Field(description="Denoising steps done, summed over the job's images.")
+    total: int
+
+
+class JobError(BaseModel):
+    type: str
+    message: str
+
+
+class JobResponse(BaseModel):
+    id: str
+    kind: Literal["generate", "refine"]
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    model: str
+    queue_position: int | None = Field(description="Images queued ahead of this job; null once it runs.")
+    progress: Progress
+    created: float
+    started: float | None
+    finished: float | None
+    timings: Timings
+    images: list[ImageInfo]
+    parent_id: str | None
+    error: JobError | None
 
 
 class ErrorDetail(BaseModel):

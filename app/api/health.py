@@ -4,7 +4,6 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from app.api.deps import ServiceDep
-from app.engine.service import State
 from app.errors import error_body
 from app.schemas import ErrorResponse, HealthResponse, ReadyResponse
 
@@ -23,7 +22,8 @@ async def health() -> HealthResponse:
     summary="Readiness: the base pipeline is loaded and new work is accepted",
 )
 async def ready(service: ServiceDep) -> ReadyResponse | JSONResponse:
-    if service.state is State.READY:
+    if service.ready:
         return ReadyResponse(status="ready", model=service.settings.model, device=service.device)
-    message = f"service is {service.state.value}" + (f": {service.error}" if service.error else "")
-    return JSONResponse(error_body("not_ready", message), status_code=503, headers={"Retry-After": "5"})
+    return JSONResponse(
+        error_body("not_ready", service.not_ready_reason()), status_code=503, headers={"Retry-After": "5"}
+    )

@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from app.api.deps import ServiceDep
-from app.api.responses import image_response
+from app.api.responses import accepted, finished, wants_async
 from app.api.shared import IMAGE_RESPONSES
 from app.schemas import RefineRequest
 
@@ -15,5 +15,9 @@ async def refine(body: RefineRequest, request: Request, service: ServiceDep) -> 
     """Runs the refiner over the stored image `id` and stores the result under a new id.
 
     The refiner is loaded on first use (that call takes longer) and shares the base's text_encoder_2 and VAE.
+    `Prefer: respond-async` returns 202 with a job at once.
     """
-    return image_response(request, await service.refine(body))
+    job = await service.submit_refine(body)
+    if wants_async(request):
+        return accepted(request, service, job)
+    return await finished(request, service, await service.wait(job, request.is_disconnected))

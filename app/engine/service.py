@@ -1,37 +1,38 @@
-"""ImageService: turns validated requests into stored PNGs.
+"""ImageService: accepted requests become jobs; jobs become stored PNGs. Nothing here knows about HTTP.
 
-Flow for each request: 1. resolve defaults and configured limits, 2. run the pipeline on the GPU owner,
-3. watermark + encode off the owner's thread, 4. store atomically. Nothing here knows about HTTP.
+Flow: 1. resolve parameters under the configured limits (params.py), 2. queue a job on the scheduler (one GPU
+owner, batching), 3. when a batch returns, encode + watermark each image off the owner's thread and store it
+atomically, 4. finish the job. Every job ends succeeded, failed (with a reason) or cancelled.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import gc
 import io
 import logging
-import secrets
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from PIL import Image
 
 from app.config import TINY, Settings
-from app.engine import loader, pipelines
-from app.engine.metadata import Provenance, encode_png
-from app.engine.watermark import apply_watermark, check_available
-from app.engine.worker import GpuWorker
-from app.errors import InvalidRequest, ModelLoadError, NotReady
-from app.schemas import MAX_SEED, GenerateRequest, RefineRequest
+from app.engine import loader, params, pipelines, postprocess
+from app.engine.jobs import ImageRecord, Job, JobError, JobRegistry, JobStatus
+from app.engine.metrics import Metrics
+from app.engine.scheduler import Batch, Interrupted, Scheduler
+from app.engine.watermark import check_available
+from app.errors import ModelLoadError, NotReady, ServiceError
+from app.schemas import GenerateRequest, RefineRequest
 from app.storage.base import ImageStore
 from app.storage.ids import check_id, new_id
 
 logger = logging.getLogger(__name__)
 
 
-class State(str, enum.Enum):
+class State(enum.StrEnum):
     STARTING = "starting"
     LOADING = "loading"
     READY = "ready"
@@ -39,58 +40,77 @@ class State(str, enum.Enum):
     STOPPING = "stopping"
 
 
-@dataclass(frozen=True)
-class ImageResult:
-    id: str
-    seed: int
-    width: int
-    height: int
-    model: str
-    png: bytes
-    parent_id: str | None = None
-    timings: dict[str, float] = field(default_factory=dict)
+class JobFailed(ServiceError):
+    """A job's terminal failure, raised to a synchronous caller with the job's own status and type."""
+
+    def __init__(self, job: Job):
+        assert job.error is not None
+        super().__init__(job.error.message, headers={"Retry-After": "5"} if job.error.status_code == 503 else None)
+        self.status_code, self.type = job.error.status_code, job.error.type
+
+
+def classify(exc: BaseException) -> tuple[JobStatus, JobError]:
+    """The one place that decides what a pipeline failure means."""
+    if isinstance(exc, Interrupted):
+        return JobStatus.CANCELLED, JobError("cancelled", "cancelled while running", 409)
+    if type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower():
+        return JobStatus.FAILED, JobError("out_of_memory", "the GPU ran out of memory; retry or ask for less", 503)
+    if isinstance(exc, ServiceError):
+        return JobStatus.FAILED, JobError(exc.type, exc.message, exc.status_code)
+    return JobStatus.FAILED, JobError("generation_failed", f"the pipeline failed ({type(exc).__name__})", 500)
 
 
 class ImageService:
-    def __init__(
-        self,
-        settings: Settings,
-        store: ImageStore,
-        worker: GpuWorker,
-        on_fatal: Callable[[], None] | None = None,
-    ):
+    def __init__(self, settings: Settings, store: ImageStore, on_fatal: Callable[[], None] | None = None):
         self.settings = settings
         self.store = store
-        self.worker = worker
+        self.metrics = Metrics()
+        self.jobs = JobRegistry(settings.job_ttl_s)
         self.state = State.STARTING
         self.error: str | None = None
         self.device = "unknown"
-        self.refiner_loads = 0  # how many times the refiner was actually loaded (should stay at most 1)
+        self.refiner_loads = 0  # how many times a refiner load was attempted (one, unless a load failed)
+        self.failures_in_a_row = 0
+        self.scheduler = Scheduler(
+            self._run_batch,
+            max_queue=settings.max_queue,
+            max_batch=settings.max_batch,
+            max_batch_pixels=settings.batch_max_pixels,
+            window_s=settings.batch_window_ms / 1000,
+            on_started=self._on_started,
+            on_step=self._on_step,
+            on_done=self._on_done,
+            on_error=self._on_error,
+        )
         self._on_fatal = on_fatal
         self._placement: loader.Placement | None = None
         self._base: Any = None
         self._refiner: Any = None
         self._refiner_lock = asyncio.Lock()
         self._defaults: pipelines.ModelDefaults | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()  # post-processing in flight: awaited at shutdown
+        self._expiry: asyncio.Task[None] | None = None
 
-    # --- lifecycle --------------------------------------------------------------------------------
+    # --- lifecycle ----------------------------------------------------------------------------------
     async def start(self) -> None:
-        """Load the base pipeline on the GPU owner. /ready answers 503 until this finishes."""
+        """Start the GPU owner and load the base pipeline on it. /ready answers 503 until this finishes."""
+        self.scheduler.start()
+        self._expiry = asyncio.create_task(self._expire_forever(), name="expire-queued-jobs")
         self.state = State.LOADING
         try:
             if self.settings.watermark:
                 check_available()
             placement = loader.resolve_placement(self.settings)
-            timed = await self.worker.run(loader.load_base, self.settings, placement)
+            timed = await self.scheduler.call(loader.load_base, self.settings, placement)
         except ModelLoadError as exc:
-            self._fail(exc.message)
-            return
+            return self._fail(exc.message)
         except ImportError as exc:
-            self._fail(f"watermarking needs the invisible-watermark package ({exc}); or set SDXL_WATERMARK=false")
-            return
+            return self._fail(f"watermarking needs invisible-watermark ({exc}); or set SDXL_WATERMARK=false")
+        self.metrics.model_load.labels("base").observe(timed.run_s)
         self._placement, self._base, self.device = placement, timed.value, placement.device
         self._defaults = pipelines.model_defaults(self._base, tiny=self.settings.model == TINY)
-        self.state = State.READY
+        if self.state is State.LOADING:
+            self.state = State.READY
 
     def _fail(self, message: str) -> None:
         self.state, self.error = State.FAILED, message
@@ -98,14 +118,42 @@ class ImageService:
         if self._on_fatal is not None:
             self._on_fatal()
 
-    def _ready(self) -> pipelines.ModelDefaults:
-        if self.state is not State.READY or self._defaults is None:
-            detail = f": {self.error}" if self.error else ""
-            raise NotReady(f"service is {self.state.value}{detail}", headers={"Retry-After": "5"})
-        return self._defaults
+    def begin_shutdown(self) -> None:
+        """SIGTERM: stop taking work at once; queued jobs are answered, the running batch may finish."""
+        if self.state is State.STOPPING:
+            return
+        self.state = State.STOPPING
+        error = JobError("shutting_down", "the service is shutting down; retry on another replica", 503)
+        for job in self.scheduler.close():
+            self._finish(job, JobStatus.FAILED, error)
+        logger.info("shutting down: refusing new work, letting the running batch finish")
+
+    async def stop(self) -> None:
+        self.begin_shutdown()
+        grace = self.settings.shutdown_grace_s
+        if not await asyncio.to_thread(self.scheduler.stop, grace):
+            logger.warning("the running batch did not finish within %.0fs", grace)
+        await asyncio.sleep(0)  # let results the owner just handed over reach the loop
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=grace)
+        for task in [*self._tasks, self._expiry]:
+            if task is not None:
+                task.cancel()
+        for job in self.jobs.active():  # anything still open now can no longer finish
+            self._finish(job, JobStatus.FAILED, JobError("shutting_down", "the service stopped", 503))
 
     @property
-    def defaults(self) -> pipelines.ModelDefaults | None:
+    def ready(self) -> bool:
+        return self.state is State.READY and self.failures_in_a_row < self.settings.max_consecutive_failures
+
+    def not_ready_reason(self) -> str:
+        if self.state is State.READY:
+            return f"{self.failures_in_a_row} pipeline calls failed in a row"
+        return f"service is {self.state.value}" + (f": {self.error}" if self.error else "")
+
+    def _defaults_or_raise(self) -> pipelines.ModelDefaults:
+        if self.state is not State.READY or self._defaults is None:
+            raise NotReady(self.not_ready_reason(), headers={"Retry-After": "5"})
         return self._defaults
 
     @property
@@ -116,110 +164,44 @@ class ImageService:
     def refiner_pipeline(self) -> Any:
         return self._refiner
 
-    # --- generate ---------------------------------------------------------------------------------
-    async def generate(self, req: GenerateRequest) -> ImageResult:
-        params = self._resolve_generate(req, self._ready())
-        timed = await self.worker.run(pipelines.run_base, self._base, params)
-        provenance = Provenance(
+    # --- submitting ---------------------------------------------------------------------------------
+    def submit_generate(self, req: GenerateRequest) -> Job:
+        defaults = self._defaults_or_raise()
+        items = params.generate_params(self.settings, req, defaults)
+        first = items[0]
+        job = Job(
             kind="generate",
             model=self.settings.model,
-            prompt=params.prompt,
-            negative_prompt=params.negative_prompt,
-            prompt_2=params.prompt_2,
-            negative_prompt_2=params.negative_prompt_2,
-            seed=params.seed,
-            steps=params.steps,
-            guidance_scale=params.guidance,
-            width=params.width,
-            height=params.height,
-            scheduler=self._ready().scheduler,
-            watermark=self.settings.watermark,
+            items=list(items),
+            batch_key=pipelines.batch_key(first, self.settings.model, defaults.scheduler),
+            pixels=first.width * first.height,
+            steps=first.steps,
         )
-        return await self._finish(timed.value, provenance, {"queue": timed.queue_s, "inference": timed.run_s})
+        return self._enqueue(job)
 
-    def _resolve_generate(self, req: GenerateRequest, defaults: pipelines.ModelDefaults) -> pipelines.GenerateParams:
-        width = req.width or defaults.size
-        height = req.height or defaults.size
-        self._check_size(width, height)
-        return pipelines.GenerateParams(
-            prompt=req.prompt,
-            negative_prompt=req.negative_prompt,
-            prompt_2=req.prompt_2,
-            negative_prompt_2=req.negative_prompt_2,
-            width=width,
-            height=height,
-            steps=self._check_steps(req.num_inference_steps or defaults.steps),
-            guidance=defaults.guidance if req.guidance_scale is None else req.guidance_scale,
-            seed=_seed(req.seed),
-        )
-
-    def _check_size(self, width: int, height: int) -> None:
-        limit = self.settings.max_side
-        for name, value in (("width", width), ("height", height)):
-            if value > limit:
-                raise InvalidRequest(f"{name} must be a multiple of 8 between 256 and {limit}, got {value}", field=name)
-        if width * height > self.settings.max_pixels:
-            raise InvalidRequest(
-                f"width*height must be at most {self.settings.max_pixels} pixels, got {width}x{height}",
-                field="width",
-                details=[{"field": "width", "message": "too large"}, {"field": "height", "message": "too large"}],
-            )
-
-    def _check_steps(self, steps: int) -> int:
-        if steps > self.settings.max_steps:
-            raise InvalidRequest(
-                f"num_inference_steps must be between 1 and {self.settings.max_steps}, got {steps}",
-                field="num_inference_steps",
-            )
-        return steps
-
-    # --- refine -----------------------------------------------------------------------------------
-    async def refine(self, req: RefineRequest) -> ImageResult:
-        defaults = self._ready()
+    async def submit_refine(self, req: RefineRequest) -> Job:
+        defaults = self._defaults_or_raise()
         parent_id = check_id(req.id)
-        steps = self._check_steps(req.num_inference_steps or defaults.refine_steps)
-        if int(steps * req.strength) < 1:
-            # diffusers runs int(steps * strength) steps and crashes on zero.
-            raise InvalidRequest(
-                f"num_inference_steps * strength must be at least 1, got {steps} * {req.strength:g}; "
-                "raise num_inference_steps or strength",
-                field="strength",
-                details=[
-                    {"field": "num_inference_steps", "message": f"{steps} is too few for this strength"},
-                    {"field": "strength", "message": f"{req.strength:g} is too low for this many steps"},
-                ],
-            )
+        steps = params.check_refine_steps(self.settings, req, defaults)
         source = await asyncio.to_thread(_decode_png, await self.store.get(parent_id))
-        params = pipelines.RefineParams(
-            prompt=req.prompt,
-            negative_prompt=req.negative_prompt,
-            strength=req.strength,
-            steps=steps,
-            guidance=defaults.guidance if req.guidance_scale is None else req.guidance_scale,
-            aesthetic_score=req.aesthetic_score,
-            negative_aesthetic_score=req.negative_aesthetic_score,
-            seed=_seed(req.seed),
-        )
-        refiner = await self.refiner()
-        timed = await self.worker.run(pipelines.run_refiner, refiner, params, source)
-        provenance = Provenance(
+        await self.refiner()
+        item = params.refine_params(req, steps, defaults, source)
+        job = Job(
             kind="refine",
             model=self.settings.refiner,
-            prompt=params.prompt,
-            negative_prompt=params.negative_prompt,
-            prompt_2=None,
-            negative_prompt_2=None,
-            seed=params.seed,
-            steps=params.steps,
-            guidance_scale=params.guidance,
-            width=source.width,
-            height=source.height,
-            scheduler=type(refiner.scheduler).__name__,
-            watermark=self.settings.watermark,
-            strength=params.strength,
+            items=[item],
+            batch_key=None,
+            pixels=source.width * source.height,
+            steps=item.steps_run,
             parent_id=parent_id,
         )
-        return await self._finish(timed.value, provenance, {"queue": timed.queue_s, "inference": timed.run_s})
+        return self._enqueue(job)
+
+    def _enqueue(self, job: Job) -> Job:
+        self.scheduler.submit(job)  # raises QueueFull / ShuttingDown before the job exists anywhere
+        self.jobs.add(job)
+        self.metrics.queue_depth.set(self.scheduler.depth)
+        return job
 
     async def refiner(self) -> Any:
         """Load the refiner on first use, exactly once, however many requests ask at the same time.
@@ -232,39 +214,149 @@ class ImageService:
         async with self._refiner_lock:
             if self._refiner is None:
                 self.refiner_loads += 1
-                timed = await self.worker.run(loader.load_refiner, self.settings, self._placement, self._base)
+                timed = await self.scheduler.call(loader.load_refiner, self.settings, self._placement, self._base)
+                self.metrics.model_load.labels("refiner").observe(timed.run_s)
                 self._refiner = timed.value
         return self._refiner
 
-    # --- shared tail ------------------------------------------------------------------------------
-    async def _finish(self, image: Image.Image, provenance: Provenance, seconds: dict[str, float]) -> ImageResult:
-        started = time.perf_counter()
-        png = await asyncio.to_thread(self._encode, image, provenance)
-        encoded = time.perf_counter()
-        image_id = new_id()
-        await self.store.put(image_id, png)
-        seconds = {**seconds, "encode": encoded - started, "store": time.perf_counter() - encoded}
-        return ImageResult(
-            id=image_id,
-            seed=provenance.seed,
-            width=image.width,
-            height=image.height,
-            model=provenance.model,
-            png=png,
-            parent_id=provenance.parent_id,
-            timings={f"{k}_ms": round(v * 1000, 2) for k, v in seconds.items()},
+    # --- waiting and cancelling ---------------------------------------------------------------------
+    async def wait(self, job: Job, client_gone: Callable[[], Awaitable[bool]] | None = None) -> Job:
+        """Wait for a job to end. A caller that goes away while the job is still queued cancels it."""
+        while not job.status.terminal:
+            await job.changed(timeout=0.25)
+            if job.status is JobStatus.QUEUED and client_gone is not None and await client_gone():
+                self.cancel(job, "the client disconnected while the job was queued")
+        if job.status is not JobStatus.SUCCEEDED:
+            raise JobFailed(job)
+        return job
+
+    def cancel(self, job: Job, reason: str = "cancelled by request") -> Job:
+        if job.status.terminal:
+            return job
+        job.cancel_requested.set()
+        if self.scheduler.remove(job) and job.started is None:
+            self._finish(job, JobStatus.CANCELLED, JobError("cancelled", reason, 409))
+        # else: it is running; the owner stops at the next step (or drops its images) and finishes it.
+        return job
+
+    def _finish(self, job: Job, status: JobStatus, error: JobError | None = None) -> None:
+        if not job.finish(status, error):
+            return
+        if error is not None:
+            self.metrics.failures.labels(error.type).inc()
+        self.metrics.queue_depth.set(self.scheduler.depth)
+
+    async def _expire_forever(self) -> None:
+        error = JobError(
+            "queue_timeout", f"waited more than {self.settings.queue_timeout_s:g}s in the queue; not run", 503
         )
+        while True:
+            await asyncio.sleep(0.25)
+            for job in self.scheduler.expire(self.settings.queue_timeout_s):
+                self._finish(job, JobStatus.FAILED, error)
 
-    def _encode(self, image: Image.Image, provenance: Provenance) -> bytes:
-        if self.settings.watermark:
-            image = apply_watermark(image)
-        return encode_png(image, provenance)
+    # --- the owner thread runs this -----------------------------------------------------------------
+    def _run_batch(self, batch: Batch, on_step: Callable[[], None]) -> list[Image.Image]:
+        job = batch.items[0].job
+        if job.kind == "refine":
+            return [pipelines.run_refiner(self._refiner, job.items[0], on_step)]
+        return pipelines.run_base(self._base, [item.job.items[item.index] for item in batch.items], on_step)
 
+    # --- callbacks from the owner, on the event loop ------------------------------------------------
+    def _on_started(self, batch: Batch) -> None:
+        now = time.time()
+        self.metrics.batch_size.observe(len(batch.items))
+        self.metrics.queue_depth.set(self.scheduler.depth)
+        for job in batch.jobs:
+            if job.started is None:
+                job.started = now
+                job.timings["queue_ms"] = round(job.waited * 1000, 2)
+                self.metrics.queue_wait.observe(job.waited)
+            if job.status is JobStatus.QUEUED:
+                job.status = JobStatus.RUNNING
+                job.touch()
 
-def _seed(seed: int | None) -> int:
-    return secrets.randbelow(MAX_SEED + 1) if seed is None else seed
+    def _on_step(self, batch: Batch) -> None:
+        for item in batch.items:
+            item.job.steps_done += 1
+        for job in batch.jobs:
+            job.touch()
+
+    def _on_done(self, batch: Batch, images: list[Image.Image]) -> None:
+        self.failures_in_a_row = 0
+        seconds = time.perf_counter() - batch.started
+        self.metrics.inference.labels(batch.items[0].job.kind).observe(seconds)
+        for job in batch.jobs:
+            job.timings["inference_ms"] = round(job.timings.get("inference_ms", 0) + seconds * 1000, 2)
+        for item, image in zip(batch.items, images, strict=True):
+            if item.job.cancel_requested.is_set():
+                self._finish(item.job, JobStatus.CANCELLED, JobError("cancelled", "cancelled while running", 409))
+            elif not item.job.status.terminal:
+                self._spawn(self._store(item.job, item.index, image))
+
+    def _on_error(self, batch: Batch, exc: BaseException) -> None:
+        status, error = classify(exc)
+        if status is JobStatus.FAILED:
+            self.failures_in_a_row += 1
+            logger.warning("pipeline call failed (%s in a row): %s: %s", self.failures_in_a_row, error.type, exc)
+            if error.type == "out_of_memory":
+                self._spawn(self.scheduler.call(_free_device_memory))
+        for job in batch.jobs:
+            self._finish(job, status, error)
+
+    async def _store(self, job: Job, index: int, image: Image.Image) -> None:
+        item = job.items[index]
+        if job.kind == "refine":
+            provenance = postprocess.refine_provenance(
+                item,
+                model=job.model,
+                scheduler=type(self._refiner.scheduler).__name__,
+                watermark=self.settings.watermark,
+                parent_id=job.parent_id,
+            )
+        else:
+            provenance = postprocess.generate_provenance(
+                item,
+                model=job.model,
+                scheduler=type(self._base.scheduler).__name__,
+                watermark=self.settings.watermark,
+            )
+        started = time.perf_counter()
+        try:
+            png = await asyncio.to_thread(postprocess.encode, image, provenance)
+            encoded = time.perf_counter()
+            record = ImageRecord(id=new_id(), seed=item.seed, width=image.width, height=image.height)
+            await self.store.put(record.id, png)
+        except Exception as exc:
+            logger.exception("storing an image of job %s failed", job.id)
+            status, error = classify(exc)
+            self._finish(job, status, error)
+            return
+        job.timings["encode_ms"] = round(job.timings.get("encode_ms", 0) + (encoded - started) * 1000, 2)
+        job.timings["store_ms"] = round(job.timings.get("store_ms", 0) + (time.perf_counter() - encoded) * 1000, 2)
+        self.metrics.images.labels(job.kind).inc()
+        job.images.append(record)
+        seeds = [p.seed for p in job.items]  # distinct within a job (seed + i), so they give the order
+        job.images.sort(key=lambda r: seeds.index(r.seed))
+        if len(job.images) == len(job.items) and not job.status.terminal:
+            self._finish(job, JobStatus.SUCCEEDED)
+        else:
+            job.touch()
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
 
 def _decode_png(data: bytes) -> Image.Image:
     with Image.open(io.BytesIO(data)) as image:
         return image.convert("RGB")
+
+
+def _free_device_memory() -> None:
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

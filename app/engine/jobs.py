@@ -1,0 +1,145 @@
+"""Jobs: the unit of accepted work, from queued to one of three ends (succeeded, failed, cancelled).
+
+A job holds one request's items (one per image). The scheduler's owner thread reports progress through
+`JobEvents` (thread-safe: it hops onto the event loop); everything else runs on the event loop. Every accepted
+job ends in a terminal state with a reason, so nothing is ever lost silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.errors import NotFound
+from app.storage.ids import check_id, new_id
+
+
+class JobStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+@dataclass(frozen=True)
+class JobError:
+    type: str
+    message: str
+    status_code: int
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    id: str
+    seed: int
+    width: int
+    height: int
+
+
+@dataclass(eq=False)  # a job is its identity: hashable, compared with `is`
+class Job:
+    kind: str  # "generate" | "refine"
+    model: str
+    items: list[Any]  # per-image parameters, run by the scheduler's runner
+    batch_key: tuple[Any, ...] | None  # jobs with equal keys may share a pipeline call; None: always alone
+    pixels: int  # per item, for the batch pixel budget
+    steps: int  # denoising steps per item, for progress
+    parent_id: str | None = None
+    id: str = field(default_factory=new_id)
+    status: JobStatus = JobStatus.QUEUED
+    created: float = field(default_factory=time.time)
+    started: float | None = None
+    finished: float | None = None
+    steps_done: int = 0  # image-steps: a batch of k of this job's images advances k per step
+    images: list[ImageRecord] = field(default_factory=list)
+    error: JobError | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    # Set from the event loop, read by the owner thread at each denoising step.
+    cancel_requested: threading.Event = field(default_factory=threading.Event)
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+    _submitted_mono: float = field(default_factory=time.monotonic)
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps * len(self.items)
+
+    @property
+    def waited(self) -> float:
+        return time.monotonic() - self._submitted_mono
+
+    def touch(self) -> None:
+        """Wake everyone waiting for a change (SSE streams, synchronous waiters)."""
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def changed(self, timeout: float | None = None) -> None:
+        event = self._changed
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout)
+
+    def finish(self, status: JobStatus, error: JobError | None = None) -> bool:
+        if self.status.terminal:
+            return False
+        self.status, self.error, self.finished = status, error, time.time()
+        self.touch()
+        return True
+
+    def snapshot(self, position: int | None) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "status": self.status.value,
+            "model": self.model,
+            "queue_position": position,
+            "progress": {"step": self.steps_done, "total": self.total_steps},
+            "created": self.created,
+            "started": self.started,
+            "finished": self.finished,
+            "timings": self.timings,
+            "images": [vars(i) for i in self.images],
+            "parent_id": self.parent_id,
+            "error": None if self.error is None else {"type": self.error.type, "message": self.error.message},
+        }
+
+
+class JobRegistry:
+    """Every job by id; finished ones are kept for `ttl` seconds (and at most `max_kept`), then forgotten."""
+
+    def __init__(self, ttl: float, max_kept: int = 10_000):
+        self.ttl = ttl
+        self.max_kept = max_kept
+        self._jobs: OrderedDict[str, Job] = OrderedDict()
+
+    def add(self, job: Job) -> None:
+        self.prune()
+        self._jobs[job.id] = job
+
+    def get(self, job_id: str) -> Job:
+        self.prune()
+        job = self._jobs.get(check_id(job_id))
+        if job is None:
+            raise NotFound(f"no job with id {job_id} (finished jobs are kept {self.ttl:g} s)", field="id")
+        return job
+
+    def active(self) -> list[Job]:
+        return [j for j in self._jobs.values() if not j.status.terminal]
+
+    def prune(self) -> None:
+        now = time.time()
+        finished = [j for j in self._jobs.values() if j.status.terminal]
+        excess = len(self._jobs) - self.max_kept
+        for job in finished:  # oldest first: insertion order
+            if excess > 0 or (job.finished is not None and now - job.finished > self.ttl):
+                del self._jobs[job.id]
+                excess -= 1

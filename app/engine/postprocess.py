@@ -1,0 +1,55 @@
+"""What happens to a finished image off the GPU owner's thread: provenance, watermark, PNG encoding."""
+
+from __future__ import annotations
+
+from PIL import Image
+
+from app.engine.metadata import Provenance, encode_png
+from app.engine.pipelines import GenerateParams, RefineParams
+from app.engine.watermark import apply_watermark
+
+
+def generate_provenance(p: GenerateParams, *, model: str, scheduler: str, watermark: bool) -> Provenance:
+    return Provenance(
+        kind="generate",
+        model=model,
+        prompt=p.prompt,
+        negative_prompt=p.negative_prompt,
+        prompt_2=p.prompt_2,
+        negative_prompt_2=p.negative_prompt_2,
+        seed=p.seed,
+        steps=p.steps,
+        guidance_scale=p.guidance,
+        width=p.width,
+        height=p.height,
+        scheduler=scheduler,
+        watermark=watermark,
+    )
+
+
+def refine_provenance(
+    p: RefineParams, *, model: str, scheduler: str, watermark: bool, parent_id: str | None
+) -> Provenance:
+    return Provenance(
+        kind="refine",
+        model=model,
+        prompt=p.prompt,
+        negative_prompt=p.negative_prompt,
+        prompt_2=None,
+        negative_prompt_2=None,
+        seed=p.seed,
+        steps=p.steps,
+        guidance_scale=p.guidance,
+        width=p.image.width,
+        height=p.image.height,
+        scheduler=scheduler,
+        watermark=watermark,
+        strength=p.strength,
+        parent_id=parent_id,
+    )
+
+
+def encode(image: Image.Image, provenance: Provenance) -> bytes:
+    if provenance.watermark:
+        image = apply_watermark(image)
+    return encode_png(image, provenance)
