@@ -37,5 +37,11 @@ lint: install-dev
 	$(PY) -m ruff format --check app tests bench
 	$(PY) -m mypy
 
+# Benchmarks on the tiny model (not part of the tests): prints a table, writes bench/results/results.{json,png}.
+# `make bench BENCH_ARGS=--quick` for a smoke run.
+bench: install-dev
+	$(PIP) install -q -r requirements-bench.txt
+	$(PY) -m bench $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

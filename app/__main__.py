@@ -60,6 +60,7 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from app.main import create_app
+    from app.serving import GracefulServer
 
     failed = False
 
@@ -70,9 +71,14 @@ def serve(args: argparse.Namespace) -> int:
 
     app = create_app(settings, on_fatal=on_fatal)
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_config=None, access_log=False, timeout_graceful_shutdown=30
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 1,
     )
-    server = uvicorn.Server(config)
+    server = GracefulServer(config)
     # uvicorn re-raises SIGTERM/SIGINT to the previous handler after its graceful shutdown; with the default
     # handler the process would then die by the signal. A graceful stop is a success: exit 0.
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -18,6 +18,7 @@ import uvicorn
 from app.config import Settings
 from app.engine.tiny import ensure_tiny_models
 from app.main import create_app
+from app.serving import GracefulServer
 
 
 def free_port() -> int:
@@ -60,7 +61,7 @@ def start_server(settings: Settings, wait_ready: bool = True) -> LiveServer:
     app = create_app(settings)
     port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on")
-    server = uvicorn.Server(config)
+    server = GracefulServer(config)
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
     thread.start()
     live = LiveServer(settings, f"http://127.0.0.1:{port}", app, server, thread)

@@ -41,6 +41,8 @@ class RequestLogMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            elapsed = time.perf_counter() - started
+            _observe(scope, status, elapsed)
             timings = state.get("timings") or {}
             extra = " ".join(f"{k}={v:.1f}" for k, v in timings.items())
             logger.info(
@@ -52,3 +54,13 @@ class RequestLogMiddleware:
                 (time.perf_counter() - started) * 1000,
                 extra,
             )
+
+
+def _observe(scope: Scope, status: int, seconds: float) -> None:
+    service = getattr(scope["app"].state, "service", None)
+    if service is None:  # before startup
+        return
+    # The route's template, never the raw path: ids and junk paths must not explode label cardinality.
+    route = getattr(scope.get("route"), "path", "unmatched")
+    service.metrics.requests.labels(route, scope["method"], str(status)).inc()
+    service.metrics.latency.labels(route).observe(seconds)

@@ -90,10 +90,12 @@ class ImageService:
         self._defaults: pipelines.ModelDefaults | None = None
         self._tasks: set[asyncio.Task[Any]] = set()  # post-processing in flight: awaited at shutdown
         self._expiry: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------------
     async def start(self) -> None:
         """Start the GPU owner and load the base pipeline on it. /ready answers 503 until this finishes."""
+        self._loop = asyncio.get_running_loop()
         self.scheduler.start()
         self._expiry = asyncio.create_task(self._expire_forever(), name="expire-queued-jobs")
         self.state = State.LOADING
@@ -117,6 +119,11 @@ class ImageService:
         logger.error("startup failed: %s", message)
         if self._on_fatal is not None:
             self._on_fatal()
+
+    def request_shutdown(self) -> None:
+        """Thread- and signal-safe: schedule `begin_shutdown` on the service's event loop."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self.begin_shutdown)
 
     def begin_shutdown(self) -> None:
         """SIGTERM: stop taking work at once; queued jobs are answered, the running batch may finish."""

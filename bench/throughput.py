@@ -1,0 +1,111 @@
+"""Images per second: closed-loop HTTP clients against a server, and the bare pipeline at fixed batch sizes."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import httpx
+
+from bench.server import BenchServer
+from bench.workload import BarePipeline, Seeds, request_body
+
+
+@dataclass
+class Throughput:
+    config: str  # "batching on", "batching off", "bare pipeline"
+    parallel: int  # concurrent HTTP clients, or the bare pipeline's batch size
+    images: int
+    seconds: float
+    mean_batch: float  # images per pipeline call while measuring
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds
+
+
+class Load:
+    """`clients` threads, each with its own keep-alive connection, POSTing /generate back to back, a fresh seed
+    each time. Bounded: it ends after `images` requests in all, or once stop() is called if `images` is None."""
+
+    def __init__(self, url: str, clients: int, seeds: Seeds, images: int | None) -> None:
+        self.url, self.seeds = url, seeds
+        self._left = images
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._ready = threading.Barrier(clients + 1)
+        self._threads = [threading.Thread(target=self._client, daemon=True) for _ in range(clients)]
+        self.done = 0
+        self.last_done = 0.0  # perf_counter of the latest response
+        self.errors: list[str] = []
+
+    def start(self) -> float:
+        """Open every client, then release them together; returns the start time."""
+        for thread in self._threads:
+            thread.start()
+        self._ready.wait()
+        return time.perf_counter()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def join(self) -> None:
+        for thread in self._threads:
+            thread.join()
+        if self.errors:
+            raise RuntimeError(f"{len(self.errors)} requests failed; first: {self.errors[0]}")
+
+    def run(self) -> float:
+        """start() + join(); the seconds from the start to the last response."""
+        started = self.start()
+        self.join()
+        return self.last_done - started
+
+    def _take(self) -> bool:
+        with self._lock:
+            if self._stop.is_set() or self._left == 0:
+                return False
+            if self._left is not None:
+                self._left -= 1
+            return True
+
+    def _client(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=600) as client:
+            self._ready.wait()
+            while self._take():
+                try:
+                    response = client.post("/generate", json=request_body(self.seeds.next()))
+                    failure = None if response.status_code == 200 else f"{response.status_code} {response.text[:300]}"
+                except httpx.HTTPError as exc:
+                    failure = f"{type(exc).__name__}: {exc}"
+                with self._lock:
+                    if failure is not None:  # the whole load stops: numbers with failures in them mean nothing
+                        self.errors.append(failure)
+                        self._stop.set()
+                        return
+                    self.done += 1
+                    self.last_done = time.perf_counter()
+
+
+def measure_server(
+    server: BenchServer, config: str, clients: int, images: int, warmup: int, seeds: Seeds
+) -> Throughput:
+    """Warm up with `warmup` rounds of `clients` requests, then time `images` requests."""
+    Load(server.url, clients, seeds, warmup * clients).run()
+    images_before, calls_before = server.batch_stats()
+    seconds = Load(server.url, clients, seeds, images).run()
+    images_after, calls_after = server.batch_stats()
+    mean_batch = (images_after - images_before) / max(calls_after - calls_before, 1)
+    return Throughput(config, clients, images, seconds, mean_batch)
+
+
+def measure_bare(bare: BarePipeline, batch: int, images: int, warmup: int, seeds: Seeds) -> Throughput:
+    """`warmup` untimed calls, then images // batch timed calls of `batch` images each."""
+    for _ in range(warmup):
+        bare(seeds.take(batch))
+    calls = max(1, images // batch)
+    started = time.perf_counter()
+    for _ in range(calls):
+        bare(seeds.take(batch))
+    return Throughput("bare pipeline", batch, calls * batch, time.perf_counter() - started, float(batch))
