@@ -80,11 +80,16 @@ def running(name: str, log_dir: Path, **settings: Any) -> Iterator[BenchServer]:
     values = json.dumps({**settings, "host": HOST, "port": port}, default=str)
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "bench.server", values], stdout=log, stderr=subprocess.STDOUT, env=env
+            [sys.executable, "-m", "bench.server", values],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=Path(__file__).resolve().parent.parent,  # the repository root, where `bench` imports from
         )
     server = BenchServer(name, f"http://{HOST}:{port}", process, log_path)
     try:
         _wait_ready(server)
+        # The first read also installs the owner clock, before any measured work.
         server.torch_threads = int(httpx.get(f"{server.url}/_bench/owner", timeout=30).json()["torch_threads"])
         yield server
     finally:

@@ -109,6 +109,8 @@ class Scheduler:
         self._closed = False
         self._stop = False
         self._busy_s = 0.0
+        self._last_batch_s = 0.0
+        self._unfinished: set[Job] = set()  # submitted and not yet reported finished
         self._born = time.perf_counter()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.Thread(target=self._run_forever, name="gpu-owner", daemon=True)
@@ -150,6 +152,7 @@ class Scheduler:
                     headers={"Retry-After": str(self._retry_after())},
                 )
             self._pending.extend(Item(job, i) for i in range(len(job.items)))
+            self._unfinished.add(job)
             self._cv.notify_all()
 
     async def call(self, fn: Callable[..., T], *args: Any) -> Timed[T]:
@@ -225,16 +228,44 @@ class Scheduler:
         head = self._pending[0]
         chosen = [head]
         if head.job.batch_key is not None:
-            window_ends = time.monotonic() + self.window_s
-            while True:
-                chosen = self._compatible(head)
-                remaining = window_ends - time.monotonic()
-                if len(chosen) >= self.max_batch or remaining <= 0 or self._stop:
-                    break
-                self._cv.wait(remaining)  # more may arrive; submit() notifies
+            chosen = self._gather(head)
         taken = set(map(id, chosen))
         self._pending = deque(item for item in self._pending if id(item) not in taken)
         return Batch(chosen)
+
+    def _gather(self, head: Item) -> list[Item]:
+        """Wait (lock held, released while waiting) for images that may join the head's call.
+
+        Only worth it while other jobs are in flight (running or being encoded): their clients are the ones
+        likely to come back within milliseconds. A lone request on an idle GPU starts at once. While they
+        are in flight, wait until no compatible image arrived for one window, capped at a tenth of the last
+        batch's run time (at least four windows), so waiting never costs more than it can win.
+        """
+        now = time.monotonic()
+        quiet_until = now + self.window_s
+        cap = now + max(4 * self.window_s, 0.1 * self._last_batch_s)
+        chosen = self._compatible(head)
+        while len(chosen) < self.max_batch and not self._stop and self._others_in_flight(head.job):
+            remaining = min(quiet_until, cap) - now
+            if remaining <= 0:
+                break
+            self._cv.wait(remaining)  # submit() and job_finished() notify
+            candidates = self._compatible(head)
+            now = time.monotonic()
+            if len(candidates) > len(chosen):
+                quiet_until = now + self.window_s
+            chosen = candidates
+        return chosen
+
+    def _others_in_flight(self, job: Job) -> bool:
+        queued = {id(item.job) for item in self._pending}
+        return any(other is not job and id(other) not in queued for other in self._unfinished)
+
+    def job_finished(self, job: Job) -> None:
+        """The service reports every job's end, so the batcher knows whose clients may come back."""
+        with self._cv:
+            self._unfinished.discard(job)
+            self._cv.notify_all()
 
     def _compatible(self, head: Item) -> list[Item]:
         chosen, pixels = [head], head.job.pixels
@@ -266,6 +297,7 @@ class Scheduler:
 
         try:
             images = self._runner(batch, on_step)
+            self._last_batch_s = time.perf_counter() - batch.started
         except BaseException as exc:  # every failure is handed to the service, which decides what it means
             self._to_loop(self._on_error, batch, exc)
             return

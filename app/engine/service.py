@@ -249,6 +249,7 @@ class ImageService:
     def _finish(self, job: Job, status: JobStatus, error: JobError | None = None) -> None:
         if not job.finish(status, error):
             return
+        self.scheduler.job_finished(job)
         if error is not None:
             self.metrics.failures.labels(error.type).inc()
         self.metrics.queue_depth.set(self.scheduler.depth)
