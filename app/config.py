@@ -62,7 +62,12 @@ class Settings(BaseSettings):
     batch_max_pixels: int = Field(
         8 * 256 * 256, ge=256 * 256, description="Pixel budget of one batch (on CPU, batching loses at 512²)."
     )
-    batch_window_ms: float = Field(10.0, ge=0, le=1000, description="How long the GPU owner waits to fill a batch.")
+    batch_window_ms: float = Field(
+        50.0,
+        ge=0,
+        le=1000,
+        description="Most the GPU owner waits for in-flight clients to fill a batch (never over 2.5% of a batch).",
+    )
     queue_timeout_s: float = Field(
         45.0, gt=0, le=3600, description="A job waiting longer is answered 503 and never run (dstack's proxy: 60 s)."
     )

@@ -2,7 +2,8 @@
 
 Phases, one at a time so that nothing else competes for the CPU:
   1. the bare pipeline at batch sizes 1, 4, 8 (in this process, no server running);
-  2. a server with batching on (max_batch 8, 10 ms window): 1, 4, 8 clients; one request vs the bare call,
+  2. a server with batching on (default settings: max_batch 8, batch window 50 ms): 1, 4, 8 clients;
+     one request vs the bare call,
      alternating; then 8 clients saturating it while /health, /download and the owner's busy time are read;
   3. a server with batching off (max_batch 1): 1, 4, 8 clients.
 Both servers run with watermark=False, for a like-for-like comparison with the bare pipeline (it says so in
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
 
     common = {"model": "tiny", "cache_dir": cache_dir, "device": "cpu", "watermark": False}
     with tempfile.TemporaryDirectory(prefix="sdxl-bench-images-") as images:
-        with running("batching-on", out, image_dir=Path(images), max_batch=8, batch_window_ms=10.0, **common) as on:
+        with running("batching-on", out, image_dir=Path(images), max_batch=8, **common) as on:
             meta["server_torch_threads"] = on.torch_threads
             for clients in PARALLEL:
                 _say(f"bench: batching on, {clients} clients")
