@@ -82,6 +82,54 @@ class Settings(BaseSettings):
         Path("images"), validation_alias=AliasChoices("IMAGE_DIR", "image_dir"), description="Local image store."
     )
 
+    # --- storage backends and retention (issue 5) -----------------------------------------------
+    storage: Literal["local", "s3"] = Field("local", description="Image store: local disk (IMAGE_DIR) or S3.")
+    s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint; unset: AWS.")
+    s3_bucket: str | None = Field(None, description="Bucket (required with SDXL_STORAGE=s3).")
+    s3_prefix: str = Field("sdxl-serve/", description="Key prefix inside the bucket.")
+    s3_region: str | None = Field(None, description="Region name; unset: boto3's default chain.")
+    s3_access_key_id: SecretStr | None = Field(None, description="Unset: boto3's default credential chain.")
+    s3_secret_access_key: SecretStr | None = Field(None, description="Unset: boto3's default credential chain.")
+    s3_path_style: bool = Field(False, description="Path-style addressing (MinIO, SeaweedFS, most non-AWS).")
+    s3_presign_downloads: bool = Field(
+        False, description="GET /download answers 307 to a presigned URL instead of streaming."
+    )
+    max_data_dir_size_gb: float = Field(
+        0.0,
+        ge=0,
+        validation_alias=AliasChoices("MAX_DATA_DIR_SIZE_GB", "max_data_dir_size_gb"),
+        description="Cap on the local store; oldest images are removed first. 0: no cap.",
+    )
+    max_image_age_s: float = Field(0.0, ge=0, description="Images older than this are removed. 0: kept forever.")
+
+    # --- events (issue 5) ------------------------------------------------------------------------
+    webhook_model_loaded: str | None = Field(
+        None, validation_alias=AliasChoices("WEBHOOK_MODEL_LOADED", "webhook_model_loaded")
+    )
+    webhook_model_unloaded: str | None = Field(
+        None, validation_alias=AliasChoices("WEBHOOK_MODEL_UNLOADED", "webhook_model_unloaded")
+    )
+    webhook_image_generated: str | None = Field(
+        None, validation_alias=AliasChoices("WEBHOOK_IMAGE_GENERATED", "webhook_image_generated")
+    )
+    webhook_image_stored: str | None = Field(
+        None, validation_alias=AliasChoices("WEBHOOK_IMAGE_STORED", "webhook_image_stored")
+    )
+    webhook_secret: SecretStr | None = Field(None, description="HMAC-SHA256 key signing every webhook request.")
+    webhook_post_image: bool = Field(
+        False, description="IGI's 'post' strategy: the PNG travels base64 in the image.stored payload."
+    )
+    node_id: str | None = Field(
+        None,
+        validation_alias=AliasChoices("SDXL_NODE_ID", "SALAD_MACHINE_ID", "node_id"),
+        description="This replica's identity in events; unset: the host name.",
+    )
+    node_group: str | None = Field(
+        None,
+        validation_alias=AliasChoices("SDXL_NODE_GROUP", "SALAD_CONTAINER_GROUP_ID", "node_group"),
+        description="The replica group's identity in events.",
+    )
+
     # --- network and auth ---------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Address `serve` binds.")
     port: int = Field(8000, ge=1, le=65535, description="Port `serve` binds.")
@@ -101,6 +149,12 @@ class Settings(BaseSettings):
         if value is not None and not value.strip():
             raise ValueError("must not be empty")
         return value.strip() if value is not None else None
+
+    @model_validator(mode="after")
+    def _s3_needs_a_bucket(self) -> Settings:
+        if self.storage == "s3" and not self.s3_bucket:
+            raise ValueError("SDXL_STORAGE=s3 needs SDXL_S3_BUCKET")
+        return self
 
     @model_validator(mode="after")
     def _pair_models(self) -> Settings:

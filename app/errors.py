@@ -60,6 +60,16 @@ class ModelLoadError(ServiceError):
     type = "model_load_failed"
 
 
+class StorageFull(ServiceError):
+    status_code = 507
+    type = "storage_full"
+
+
+class StorageUnavailable(ServiceError):
+    status_code = 503
+    type = "storage_unavailable"
+
+
 class GenerationFailed(ServiceError):
     status_code = 500
     type = "generation_failed"

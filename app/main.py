@@ -15,7 +15,8 @@ from app.api.errors import install_error_handlers
 from app.api.request_log import RequestLogMiddleware
 from app.config import Settings
 from app.engine.service import ImageService
-from app.storage.local import LocalImageStore
+from app.events.factory import build_events
+from app.storage.factory import build_store
 
 logger = logging.getLogger(__name__)
 
@@ -25,9 +26,10 @@ def create_app(settings: Settings, *, on_fatal: Callable[[], None] | None = None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = LocalImageStore(settings.image_dir)
-        store.open()
-        service = ImageService(settings, store, on_fatal=on_fatal)
+        store, events = build_store(settings), build_events(settings)
+        await store.open()
+        await events.start()
+        service = ImageService(settings, store, events, on_fatal=on_fatal)
         app.state.service, app.state.store = service, store
         # Load in the background so /health answers (and /ready says 503) while weights load.
         loading = asyncio.create_task(service.start(), name="load-base")
@@ -36,6 +38,8 @@ def create_app(settings: Settings, *, on_fatal: Callable[[], None] | None = None
         finally:
             await service.stop()
             loading.cancel()
+            await events.close()
+            await store.close()
 
     app = FastAPI(
         title="sdxl-serve",

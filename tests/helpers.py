@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import time
 from typing import Any
 
 import httpx
@@ -32,3 +34,17 @@ def assert_error(response: httpx.Response, status: int, type_: str, field: str |
         named = {error["field"], *(d["field"] for d in error["details"])}
         assert field in named, error
     return error
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes] | None = None, timeout: float = 90) -> None:
+    """Poll /ready until 200; fail at once if the server process exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert proc is None or proc.poll() is None, "server exited early"
+        time.sleep(0.2)
+    raise AssertionError(f"{url} did not become ready in {timeout:g}s")

@@ -6,12 +6,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
 from tests.conftest import free_port
+from tests.helpers import wait_ready
 
 
 def _env(model_cache: Path, tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -30,15 +30,7 @@ def test_serve_answers_ready_and_generate(model_cache: Path, tmp_path: Path) -> 
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, "server exited early"
-            time.sleep(0.2)
+        wait_ready(url, proc)
         r = httpx.post(f"{url}/generate", json={"prompt": "hello", "seed": 1}, timeout=60)
         assert r.status_code == 200, r.text
         assert httpx.get(f"{url}/download/{r.json()['id']}").status_code == 200

@@ -15,7 +15,7 @@ import httpx
 
 from tests.api.test_jobs import ASYNC, SLOW, wait_for
 from tests.conftest import free_port, start_server, tiny_settings
-from tests.helpers import assert_error
+from tests.helpers import assert_error, wait_ready
 from tests.test_cli import _env
 
 
@@ -48,13 +48,7 @@ def test_sigterm_on_a_real_server(model_cache: Path, tmp_path: Path) -> None:
         stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
+        wait_ready(url, proc)
         results: dict[str, httpx.Response] = {}
 
         def post(name: str, body: dict[str, object]) -> None:

@@ -25,6 +25,7 @@ from app.engine.metrics import Metrics
 from app.engine.scheduler import Batch, Interrupted, Scheduler
 from app.engine.watermark import check_available
 from app.errors import ModelLoadError, NotReady, ServiceError
+from app.events.base import EventSink, NoEvents
 from app.schemas import GenerateRequest, RefineRequest
 from app.storage.base import ImageStore
 from app.storage.ids import check_id, new_id
@@ -61,9 +62,16 @@ def classify(exc: BaseException) -> tuple[JobStatus, JobError]:
 
 
 class ImageService:
-    def __init__(self, settings: Settings, store: ImageStore, on_fatal: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        store: ImageStore,
+        events: EventSink | None = None,
+        on_fatal: Callable[[], None] | None = None,
+    ):
         self.settings = settings
         self.store = store
+        self.events: EventSink = events or NoEvents()
         self.metrics = Metrics()
         self.jobs = JobRegistry(settings.job_ttl_s)
         self.state = State.STARTING
@@ -109,6 +117,7 @@ class ImageService:
         except ImportError as exc:
             return self._fail(f"watermarking needs invisible-watermark ({exc}); or set SDXL_WATERMARK=false")
         self.metrics.model_load.labels("base").observe(timed.run_s)
+        self.events.emit("model.loaded", _model_event(self.settings.model, "base", placement, timed.run_s))
         self._placement, self._base, self.device = placement, timed.value, placement.device
         self._defaults = pipelines.model_defaults(self._base, tiny=self.settings.model == TINY)
         if self.state is State.LOADING:
@@ -148,6 +157,12 @@ class ImageService:
                 task.cancel()
         for job in self.jobs.active():  # anything still open now can no longer finish
             self._finish(job, JobStatus.FAILED, JobError("shutting_down", "the service stopped", 503))
+        for name, role, pipe in (
+            (self.settings.model, "base", self._base),
+            (self.settings.refiner, "refiner", self._refiner),
+        ):
+            if pipe is not None:
+                self.events.emit("model.unloaded", _model_event(name, role, self._placement, None))
 
     @property
     def ready(self) -> bool:
@@ -223,6 +238,9 @@ class ImageService:
                 self.refiner_loads += 1
                 timed = await self.scheduler.call(loader.load_refiner, self.settings, self._placement, self._base)
                 self.metrics.model_load.labels("refiner").observe(timed.run_s)
+                self.events.emit(
+                    "model.loaded", _model_event(self.settings.refiner, "refiner", self._placement, timed.run_s)
+                )
                 self._refiner = timed.value
         return self._refiner
 
@@ -297,6 +315,17 @@ class ImageService:
         for job in batch.jobs:
             job.timings["inference_ms"] = round(job.timings.get("inference_ms", 0) + seconds * 1000, 2)
         for item, image in zip(batch.items, images, strict=True):
+            self.events.emit(
+                "image.generated",
+                {
+                    "job_id": item.job.id,
+                    "kind": item.job.kind,
+                    "model": item.job.model,
+                    "seed": item.job.items[item.index].seed,
+                    "width": image.width,
+                    "height": image.height,
+                },
+            )
             if item.job.cancel_requested.is_set():
                 self._finish(item.job, JobStatus.CANCELLED, JobError("cancelled", "cancelled while running", 409))
             elif not item.job.status.terminal:
@@ -334,12 +363,16 @@ class ImageService:
             png = await asyncio.to_thread(postprocess.encode, image, provenance)
             encoded = time.perf_counter()
             record = ImageRecord(id=new_id(), seed=item.seed, width=image.width, height=image.height)
-            await self.store.put(record.id, png)
+            await self.store.put(record.id, png, _object_metadata(job, record))
         except Exception as exc:
-            logger.exception("storing an image of job %s failed", job.id)
+            if isinstance(exc, ServiceError):
+                logger.warning("storing an image of job %s failed: %s", job.id, exc.message)
+            else:
+                logger.exception("storing an image of job %s failed", job.id)
             status, error = classify(exc)
             self._finish(job, status, error)
             return
+        self.events.emit("image.stored", _image_event(job, record), image=png)
         job.timings["encode_ms"] = round(job.timings.get("encode_ms", 0) + (encoded - started) * 1000, 2)
         job.timings["store_ms"] = round(job.timings.get("store_ms", 0) + (time.perf_counter() - encoded) * 1000, 2)
         self.metrics.images.labels(job.kind).inc()
@@ -355,6 +388,33 @@ class ImageService:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _model_event(name: str, role: str, placement: loader.Placement | None, seconds: float | None) -> dict[str, Any]:
+    device = placement.device if placement else "unknown"
+    return {"model": name, "role": role, "device": device, "load_seconds": seconds}
+
+
+def _image_event(job: Job, record: ImageRecord) -> dict[str, Any]:
+    return {
+        "image_id": record.id,
+        "url": f"/download/{record.id}",
+        "job_id": job.id,
+        "kind": job.kind,
+        "model": job.model,
+        "seed": record.seed,
+        "width": record.width,
+        "height": record.height,
+        "parent_id": job.parent_id,
+    }
+
+
+def _object_metadata(job: Job, record: ImageRecord) -> dict[str, str]:
+    """Travels with the object in backends that keep metadata beside the bytes (S3 user metadata)."""
+    meta = {"kind": job.kind, "model": job.model, "seed": str(record.seed), "job-id": job.id}
+    if job.parent_id:
+        meta["parent-id"] = job.parent_id
+    return meta
 
 
 def _decode_png(data: bytes) -> Image.Image:

@@ -1,15 +1,36 @@
-"""The image store seam: what the service needs from any backend (local disk today, S3 next)."""
+"""The image store seam: what the service needs from any backend (local disk, S3).
+
+Ids reaching a store were checked by `app.storage.ids.check_id`; backends check again before building a path
+or a key. Failures are domain errors: `NotFound` (404), `StorageFull` (507), `StorageUnavailable` (503).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Protocol
 
 
 class ImageStore(Protocol):
-    async def put(self, image_id: str, png: bytes) -> None:
+    async def open(self) -> None:
+        """Prepare the backend (create the directory, check the bucket); called once at startup."""
+
+    async def close(self) -> None: ...
+
+    async def put(self, image_id: str, png: bytes, metadata: Mapping[str, str]) -> None:
         """Store `png` under `image_id` atomically: readers see the whole image or nothing."""
 
     async def get(self, image_id: str) -> bytes:
-        """The stored bytes; raises `app.errors.NotFound` for an unknown id."""
+        """The stored bytes; raises `NotFound` for an unknown (or removed) id."""
 
     async def exists(self, image_id: str) -> bool: ...
+
+    async def delete(self, image_id: str) -> bool:
+        """Remove an image; False if there was none."""
+
+    async def presigned_url(self, image_id: str) -> str | None:
+        """A time-limited URL the client may fetch directly, or None where the backend has none."""
+
+    async def put_record(self, name: str, data: bytes) -> None:
+        """Small JSON records shared by replicas (job states), e.g. name="jobs/<id>.json"."""
+
+    async def get_record(self, name: str) -> bytes | None: ...
