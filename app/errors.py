@@ -70,6 +70,13 @@ class StorageUnavailable(ServiceError):
     type = "storage_unavailable"
 
 
+class OtherReplica(ServiceError):
+    """The job runs on another replica: only that one can change it."""
+
+    status_code = 409
+    type = "other_replica"
+
+
 class GenerationFailed(ServiceError):
     status_code = 500
     type = "generation_failed"

@@ -19,6 +19,7 @@ from app.config import Settings
 from app.engine.tiny import ensure_tiny_models
 from app.main import create_app
 from app.serving import GracefulServer
+from tests.s3_server import s3_server  # noqa: F401 - the session's real S3 server (SeaweedFS), for any test
 
 
 def free_port() -> int:

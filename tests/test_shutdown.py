@@ -78,6 +78,7 @@ def test_sigterm_on_a_real_server(model_cache: Path, tmp_path: Path) -> None:
     assert results["running"].status_code == 200, results["running"].text  # finished within the grace period
     assert_error(results["queued"], 503, "shutting_down")
     image_dir = tmp_path / "images"
-    files = os.listdir(image_dir)
-    assert files == [f"{results['running'].json()['id']}.png"]  # the finished image, no temporary files
+    files = sorted(os.listdir(image_dir))
+    assert files == [".records", f"{results['running'].json()['id']}.png"]  # no temporary files
+    assert {p.suffix for p in (image_dir / ".records" / "jobs").iterdir()} == {".json"}  # job records only
     assert "shutting down: refusing new work" in log

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import RedirectResponse
 
 from app.api.deps import StoreDep
 from app.api.shared import ERRORS
+from app.errors import NotFound
 from app.schemas import ErrorResponse
+from app.storage.base import PRESIGN_EXPIRY_S
 from app.storage.ids import check_id
 
 router = APIRouter(tags=["images"])
@@ -20,6 +23,7 @@ _CACHE_FOREVER = "max-age=31536000, immutable"
     responses={
         200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}},
         304: {"description": "Not modified (If-None-Match)"},
+        307: {"description": "With presigned downloads (S3): the image's time-limited URL in `Location`"},
         404: {"model": ErrorResponse, "description": "Unknown image id"},
         **ERRORS,
     },
@@ -29,10 +33,28 @@ async def download(id: str, request: Request, store: StoreDep) -> Response:  # n
     image_id = check_id(id)
     etag = f'"{image_id}"'
     # With auth on, only the client's own cache may keep it, never a shared proxy.
-    cache = ("private, " if request.app.state.auth_enabled else "public, ") + _CACHE_FOREVER
-    headers = {"ETag": etag, "Cache-Control": cache}
+    scope = "private, " if request.app.state.auth_enabled else "public, "
+    headers = {"ETag": etag, "Cache-Control": scope + _CACHE_FOREVER}
     if request.headers.get("if-none-match") == etag and await store.exists(image_id):
         return Response(status_code=304, headers=headers)
+    if url := await store.presigned_url(image_id):
+        # The URL expires, so the redirect may be cached only while it is valid, with a minute to spare.
+        headers["Cache-Control"] = f"{scope}max-age={PRESIGN_EXPIRY_S - 60}"
+        return RedirectResponse(url, status_code=307, headers=headers)
     data = await store.get(image_id)
     headers["Content-Disposition"] = f'attachment; filename="{image_id}.png"'
     return Response(data, media_type="image/png", headers=headers)
+
+
+@router.delete(
+    "/images/{id}",
+    status_code=204,
+    response_class=Response,
+    responses={404: {"model": ErrorResponse, "description": "Unknown image id"}, **ERRORS},
+    summary="Delete a stored image",
+)
+async def delete_image(id: str, store: StoreDep) -> Response:  # noqa: A002 - the API's name
+    """Removes the PNG; afterwards `/download/{id}` answers 404. Images derived from it (refines) stay."""
+    if not await store.delete(check_id(id)):
+        raise NotFound(f"no image with id {id}", field="id")
+    return Response(status_code=204)

@@ -22,18 +22,26 @@ _JOB_ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def job_view(service: ImageService, job: Job) -> dict[str, Any]:
-    return job.snapshot(service.scheduler.position(job))
+    return service.view(job)
 
 
 @router.get("/{id}", response_model=JobResponse, responses=_JOB_ERRORS, summary="A job's status and progress")
 async def get_job(id: str, service: ServiceDep) -> dict[str, Any]:  # noqa: A002 - the API's name
-    return job_view(service, service.jobs.get(id))
+    """Any replica answers for any job: another replica's job is read from its record in the shared store."""
+    return await service.find_job(id)
 
 
-@router.delete("/{id}", response_model=JobResponse, responses=_JOB_ERRORS, summary="Cancel a job")
+@router.delete(
+    "/{id}",
+    response_model=JobResponse,
+    responses={409: {"model": ErrorResponse, "description": "The job runs on another replica"}, **_JOB_ERRORS},
+    summary="Cancel a job",
+)
 async def cancel_job(id: str, service: ServiceDep) -> dict[str, Any]:  # noqa: A002
-    """Cancels a queued job at once, or interrupts a running one at its next denoising step."""
-    return job_view(service, service.cancel(service.jobs.get(id)))
+    """Cancels a queued job at once, or interrupts a running one at its next denoising step.
+
+    A job running on another replica answers 409 `other_replica`: only that replica can stop it."""
+    return await service.cancel_job(id)
 
 
 @router.get(
@@ -43,19 +51,10 @@ async def cancel_job(id: str, service: ServiceDep) -> dict[str, Any]:  # noqa: A
     summary="A job's changes as Server-Sent Events, until it ends",
 )
 async def job_events(id: str, service: ServiceDep) -> StreamingResponse:  # noqa: A002
-    job = service.jobs.get(id)
+    views = await service.watch_job(id)  # an unknown id is a 404 here, before the stream starts
 
     async def stream() -> AsyncIterator[str]:
-        last = None
-        while True:
-            view = job_view(service, job)
-            if view != last:
-                yield f"event: job\ndata: {json.dumps(view)}\n\n"
-                last = view
-            if job.status.terminal:
-                return
-            await job.changed(timeout=15)
-            if view == job_view(service, job):
-                yield ": keep-alive\n\n"  # proxies close idle streams
+        async for view in views:
+            yield ": keep-alive\n\n" if view is None else f"event: job\ndata: {json.dumps(view)}\n\n"
 
     return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})

@@ -9,6 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Protocol
 
+# How long a presigned download URL stays valid; a redirect to one must not be cached longer.
+PRESIGN_EXPIRY_S = 300
+
 
 class ImageStore(Protocol):
     async def open(self) -> None:
@@ -28,7 +31,10 @@ class ImageStore(Protocol):
         """Remove an image; False if there was none."""
 
     async def presigned_url(self, image_id: str) -> str | None:
-        """A time-limited URL the client may fetch directly, or None where the backend has none."""
+        """A time-limited URL the client may fetch directly, or None where the backend gives none.
+
+        Raises `NotFound` for an unknown id when it does give URLs (a URL to nothing would answer the store's own
+        404, not the API's)."""
 
     async def put_record(self, name: str, data: bytes) -> None:
         """Small JSON records shared by replicas (job states), e.g. name="jobs/<id>.json"."""

@@ -1,0 +1,55 @@
+"""The store over HTTP with the local disk: DELETE /images/{id}, and a full disk answered 507 then recovered."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import start_server, tiny_settings
+from tests.helpers import assert_error
+
+
+def test_delete_image(client: httpx.Client) -> None:
+    parent = client.post("/generate", json={"prompt": "x", "seed": 1}).json()
+    child = client.post("/refine", json={"id": parent["id"], "prompt": "y", "strength": 0.5}).json()
+    r = client.delete(f"/images/{parent['id']}")
+    assert r.status_code == 204 and r.content == b""
+    assert_error(client.get(f"/download/{parent['id']}"), 404, "not_found")
+    assert_error(client.delete(f"/images/{parent['id']}"), 404, "not_found")
+    assert client.get(f"/download/{child['id']}").status_code == 200  # derived images stay
+    for bad in ["G" * 32, "abc", "0" * 31 + "%0A"]:
+        assert_error(client.delete(f"/images/{bad}"), 422, "invalid_id", field="id")
+
+
+def test_disk_full_is_507_leaves_nothing_and_recovers(
+    model_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    images = tmp_path / "images"
+    live = start_server(tiny_settings(model_cache, images))
+
+    def disk_full(fd: int) -> None:  # fault injection: the device fills up at fsync
+        raise OSError(28, "No space left on device")
+
+    try:
+        with live.client() as c:
+            monkeypatch.setattr("app.storage.local.os.fsync", disk_full)
+            error = assert_error(c.post("/generate", json={"prompt": "x", "num_images": 2}), 507, "storage_full")
+            assert "full" in error["message"]
+            job = c.post("/generate", json={"prompt": "x"}, headers={"Prefer": "respond-async"}).json()
+            deadline = time.monotonic() + 60
+            while (failed := c.get(f"/jobs/{job['id']}").json())["status"] in ("queued", "running"):
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            assert failed["status"] == "failed" and failed["error"]["type"] == "storage_full"
+            assert [p.name for p in images.rglob("*") if p.is_file()] == []  # no image, no partial write
+            assert c.get("/ready").status_code == 200  # a full disk is not the pipeline's fault
+
+            monkeypatch.undo()
+            r = c.post("/generate", json={"prompt": "x"})
+            assert r.status_code == 200, r.text
+            assert (images / f"{r.json()['id']}.png").is_file()
+    finally:
+        live.stop()
