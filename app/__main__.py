@@ -27,6 +27,8 @@ def _configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # httpx logs every request with its full URL at INFO; webhook URLs often carry tokens.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def _check_exposure(settings: Settings) -> str | None:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SDXL_BASE = "stabilityai/stable-diffusion-xl-base-1.0"
@@ -28,7 +29,10 @@ def _default_cache_dir() -> Path:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SDXL_", populate_by_name=True, extra="ignore")
+    # hide_input_in_errors: a model-level error would otherwise print every input, secrets (S3 key, API key) too.
+    model_config = SettingsConfigDict(
+        env_prefix="SDXL_", populate_by_name=True, extra="ignore", hide_input_in_errors=True
+    )
 
     # --- models -------------------------------------------------------------------------------
     model: str = Field(
@@ -150,10 +154,22 @@ class Settings(BaseSettings):
             raise ValueError("must not be empty")
         return value.strip() if value is not None else None
 
+    @field_validator(
+        "webhook_model_loaded", "webhook_model_unloaded", "webhook_image_generated", "webhook_image_stored"
+    )
+    @classmethod
+    def _webhook_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None or not value.strip():
+            return None
+        return check_webhook_url(str(info.field_name).upper(), value)
+
     @model_validator(mode="after")
     def _s3_needs_a_bucket(self) -> Settings:
         if self.storage == "s3" and not self.s3_bucket:
             raise ValueError("SDXL_STORAGE=s3 needs SDXL_S3_BUCKET")
+        if (self.s3_access_key_id is None) != (self.s3_secret_access_key is None):
+            # Half a key pair would silently mix with boto3's default chain; say so at startup instead.
+            raise ValueError("set both SDXL_S3_ACCESS_KEY_ID and SDXL_S3_SECRET_ACCESS_KEY, or neither")
         return self
 
     @model_validator(mode="after")
@@ -177,6 +193,18 @@ class Settings(BaseSettings):
     def refiner(self) -> str:
         assert self.refiner_model is not None  # filled in by _pair_models
         return self.refiner_model
+
+
+def check_webhook_url(name: str, url: str) -> str:
+    """Webhook URLs come only from settings; each must be http(s) with a host."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        # Name the parts that are wrong, not the whole URL: its path or query may hold a token.
+        raise ValueError(
+            f"{name} must be an http:// or https:// URL with a host, got scheme {parts.scheme!r} "
+            f"and host {parts.hostname!r}"
+        )
+    return url.strip()
 
 
 def is_loopback(host: str) -> bool:

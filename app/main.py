@@ -22,16 +22,17 @@ logger = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings, *, on_fatal: Callable[[], None] | None = None) -> FastAPI:
-    """Build the service. `on_fatal` is called if the base model cannot be loaded (the CLI exits then)."""
+    """Build the service. `on_fatal` is called if the store cannot open or the base model cannot be loaded (the CLI
+    exits then)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store, events = build_store(settings), build_events(settings)
-        await store.open()
         await events.start()
         service = ImageService(settings, store, events, on_fatal=on_fatal)
         app.state.service, app.state.store = service, store
-        # Load in the background so /health answers (and /ready says 503) while weights load.
+        # Open the store and load in the background so /health answers (and /ready says 503) meanwhile; a store
+        # that cannot open (a missing bucket) fails startup like a model that cannot load.
         loading = asyncio.create_task(service.start(), name="load-base")
         try:
             yield

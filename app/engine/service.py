@@ -13,18 +13,19 @@ import gc
 import io
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from PIL import Image
 
 from app.config import TINY, Settings
 from app.engine import loader, params, pipelines, postprocess
+from app.engine.job_records import JobRecords, View, follow_local
 from app.engine.jobs import ImageRecord, Job, JobError, JobRegistry, JobStatus
 from app.engine.metrics import Metrics
 from app.engine.scheduler import Batch, Interrupted, Scheduler
 from app.engine.watermark import check_available
-from app.errors import ModelLoadError, NotReady, ServiceError
+from app.errors import ModelLoadError, NotFound, NotReady, OtherReplica, ServiceError, StorageFull, StorageUnavailable
 from app.events.base import EventSink, NoEvents
 from app.schemas import GenerateRequest, RefineRequest
 from app.storage.base import ImageStore
@@ -74,6 +75,7 @@ class ImageService:
         self.events: EventSink = events or NoEvents()
         self.metrics = Metrics()
         self.jobs = JobRegistry(settings.job_ttl_s)
+        self.records = JobRecords(store)  # so other replicas can answer for this one's jobs
         self.state = State.STARTING
         self.error: str | None = None
         self.device = "unknown"
@@ -108,11 +110,12 @@ class ImageService:
         self._expiry = asyncio.create_task(self._expire_forever(), name="expire-queued-jobs")
         self.state = State.LOADING
         try:
+            await self.store.open()  # a missing bucket fails startup like a model that cannot load
             if self.settings.watermark:
                 check_available()
             placement = loader.resolve_placement(self.settings)
             timed = await self.scheduler.call(loader.load_base, self.settings, placement)
-        except ModelLoadError as exc:
+        except (ModelLoadError, StorageFull, StorageUnavailable) as exc:
             return self._fail(exc.message)
         except ImportError as exc:
             return self._fail(f"watermarking needs invisible-watermark ({exc}); or set SDXL_WATERMARK=false")
@@ -157,6 +160,8 @@ class ImageService:
                 task.cancel()
         for job in self.jobs.active():  # anything still open now can no longer finish
             self._finish(job, JobStatus.FAILED, JobError("shutting_down", "the service stopped", 503))
+        if self._tasks:  # the records of those jobs, before the store closes
+            await asyncio.wait(list(self._tasks), timeout=5)
         for name, role, pipe in (
             (self.settings.model, "base", self._base),
             (self.settings.refiner, "refiner", self._refiner),
@@ -223,6 +228,7 @@ class ImageService:
         self.scheduler.submit(job)  # raises QueueFull / ShuttingDown before the job exists anywhere
         self.jobs.add(job)
         self.metrics.queue_depth.set(self.scheduler.depth)
+        self._spawn(self.records.save(job))
         return job
 
     async def refiner(self) -> Any:
@@ -264,10 +270,48 @@ class ImageService:
         # else: it is running; the owner stops at the next step (or drops its images) and finishes it.
         return job
 
+    # --- any replica's jobs --------------------------------------------------------------------------
+    def view(self, job: Job) -> View:
+        return job.snapshot(self.scheduler.position(job))
+
+    async def _record_or_raise(self, job_id: str, missing: NotFound) -> View:
+        record = await self.records.load(job_id)
+        if record is None:
+            raise missing
+        return record
+
+    async def find_job(self, job_id: str) -> View:
+        """This replica's job, or the record of another replica's job in the shared store."""
+        try:
+            return self.view(self.jobs.get(job_id))
+        except NotFound as missing:
+            return await self._record_or_raise(job_id, missing)
+
+    async def cancel_job(self, job_id: str) -> View:
+        try:
+            job = self.jobs.get(job_id)
+        except NotFound as missing:
+            record = await self._record_or_raise(job_id, missing)
+            if JobStatus(record["status"]).terminal:
+                return record  # nothing left to cancel, as for a finished job of this replica
+            raise OtherReplica(
+                f"job {job_id} runs on another replica, which alone can cancel it; retry, or follow /jobs/{job_id}"
+            ) from None
+        return self.view(self.cancel(job))
+
+    async def watch_job(self, job_id: str) -> AsyncIterator[View | None]:
+        """The job's view now and after each change (None: a keep-alive). Unknown ids raise here, at once."""
+        try:
+            job = self.jobs.get(job_id)
+        except NotFound as missing:
+            return self.records.follow(job_id, await self._record_or_raise(job_id, missing))
+        return follow_local(job, self.view)
+
     def _finish(self, job: Job, status: JobStatus, error: JobError | None = None) -> None:
         if not job.finish(status, error):
             return
         self.scheduler.job_finished(job)
+        self._spawn(self.records.save(job))
         if error is not None:
             self.metrics.failures.labels(error.type).inc()
         self.metrics.queue_depth.set(self.scheduler.depth)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import numpy as np
 
@@ -105,8 +107,14 @@ def test_each_request_is_logged_with_timings(client: httpx.Client, caplog: objec
     assert isinstance(caplog, __import__("pytest").LogCaptureFixture)
     with caplog.at_level(logging.INFO, logger="app.requests"):
         r = client.post("/generate", json={"prompt": "x", "seed": 2}, headers={"X-Request-ID": "trace-42"})
+        # The line is written once the response has gone out, so it may land a moment after we read it.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            lines = [rec.getMessage() for rec in caplog.records if rec.name == "app.requests"]
+            if any(m.startswith("trace-42 ") for m in lines):
+                break
+            time.sleep(0.02)
     assert r.headers["x-request-id"] == "trace-42"
-    lines = [rec.getMessage() for rec in caplog.records if rec.name == "app.requests"]
     line = next(m for m in lines if m.startswith("trace-42 "))
     assert "POST /generate 200" in line
     for key in ("queue_ms=", "inference_ms=", "encode_ms=", "store_ms="):
