@@ -36,8 +36,8 @@ def assert_error(response: httpx.Response, status: int, type_: str, field: str |
     return error
 
 
-def wait_ready(url: str, proc: subprocess.Popen[bytes] | None = None, timeout: float = 90) -> None:
-    """Poll /ready until 200; fail at once if the server process exits first."""
+def wait_ready(url: str, proc: subprocess.Popen[Any] | None = None, timeout: float = 90) -> None:
+    """Poll /ready until 200; fail at once (with its output) if the server process exits first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -45,6 +45,7 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes] | None = None, timeout: f
                 return
         except httpx.TransportError:
             pass
-        assert proc is None or proc.poll() is None, "server exited early"
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"server exited early:\n{proc.communicate()[0]!r}")
         time.sleep(0.2)
     raise AssertionError(f"{url} did not become ready in {timeout:g}s")

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tests.conftest import free_port
-from tests.helpers import assert_error
+from tests.helpers import assert_error, wait_ready
 from tests.s3_server import S3Server
 
 ASYNC = {"Prefer": "respond-async"}
@@ -44,19 +44,6 @@ def _serve(env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
     return proc, f"http://127.0.0.1:{port}"
 
 
-def _wait_ready(proc: subprocess.Popen[str], url: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert proc.poll() is None, f"replica exited early:\n{proc.communicate()[0]}"
-        time.sleep(0.2)
-    raise AssertionError(f"replica at {url} never became ready")
-
-
 def _job(url: str, job_id: str, statuses: set[str], timeout: float = 60) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
@@ -77,8 +64,8 @@ def replicas(
     a, a_url = _serve(_env(model_cache, s3_server, tmp_path / "a-images", prefix))
     b, b_url = _serve(_env(model_cache, s3_server, b_dir, prefix))  # both load at once
     try:
-        _wait_ready(a, a_url)
-        _wait_ready(b, b_url)
+        wait_ready(a_url, a, timeout=120)
+        wait_ready(b_url, b, timeout=120)
         yield a_url, b_url, b_dir
     finally:
         for proc in (a, b):
