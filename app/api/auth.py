@@ -11,10 +11,9 @@ from __future__ import annotations
 import hmac
 
 from starlette.datastructures import Headers
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.errors import error_body
+from app.api.errors import render_error, route_path
 
 PUBLIC_PATHS = frozenset({"/health", "/ready"})
 
@@ -45,25 +44,17 @@ class ApiKeyMiddleware:
         self.keys = keys
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.keys or _route_path(scope) in PUBLIC_PATHS:
+        if scope["type"] != "http" or not self.keys or route_path(scope) in PUBLIC_PATHS:
             await self.app(scope, receive, send)
             return
         if key_matches(_candidates(Headers(scope=scope)), self.keys):
             await self.app(scope, receive, send)
             return
-        response = JSONResponse(
-            error_body("unauthorized", "missing or invalid API key: send Authorization, Bearer or X-API-Key"),
-            status_code=401,
+        response = render_error(
+            route_path(scope),
+            401,
+            "unauthorized",
+            "missing or invalid API key: send Authorization, Bearer or X-API-Key",
             headers={"WWW-Authenticate": 'Bearer realm="sdxl-serve"'},
         )
         await response(scope, receive, send)
-
-
-def _route_path(scope: Scope) -> str:
-    # The path the router will match: a root_path prefix is stripped the same way the router strips it.
-    # (the same rule as starlette's own get_route_path).
-    path: str = scope["path"]
-    root: str = scope.get("root_path", "")
-    if root and path.startswith(root) and path != root and path[len(root)] == "/":
-        return path[len(root) :]
-    return path

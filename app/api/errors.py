@@ -4,6 +4,10 @@ Domain errors, FastAPI's validation errors, routing errors and anything unexpect
 
     {"error": {"type": "...", "message": "...", "field": "width" | null, "details": [...]}}
 
+Under /v1/ (the OpenAI-compatible API) the same information leaves in OpenAI's shape instead, so the official
+clients raise their usual exceptions: `render_error` is the one place that picks the shape (the auth middleware
+uses it too).
+
 Unexpected exceptions are logged with their traceback and answered with a generic 500 that carries no
 paths or internals.
 """
@@ -17,10 +21,50 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Scope
 
 from app.errors import ServiceError, error_body
 
 logger = logging.getLogger(__name__)
+
+
+OPENAI_PREFIX = "/v1/"
+
+
+def route_path(scope: Scope) -> str:
+    # The path the router will match: a root_path prefix is stripped the same way the router strips it.
+    # (the same rule as starlette's own get_route_path).
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and path != root and path[len(root)] == "/":
+        return path[len(root) :]
+    return path
+
+
+def _openai_type(status: int) -> str:
+    if status == 401:
+        return "authentication_error"
+    if status == 429:
+        return "rate_limit_error"
+    return "server_error" if status >= 500 else "invalid_request_error"
+
+
+def render_error(
+    path: str,
+    status: int,
+    type_: str,
+    message: str,
+    *,
+    field: str | None = None,
+    details: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """One error, in our shape, or in OpenAI's (`{"error": {message, type, param, code}}`) under /v1/."""
+    if path.startswith(OPENAI_PREFIX):
+        body = {"error": {"message": message, "type": _openai_type(status), "param": field, "code": type_}}
+    else:
+        body = error_body(type_, message, field=field, details=details)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _short(value: Any, limit: int = 80) -> str:
@@ -47,35 +91,39 @@ def validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
     return details
 
 
-async def _service_error(_: Request, exc: Exception) -> JSONResponse:
+async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
     if exc.status_code >= 500:
         logger.warning("%s: %s", exc.type, exc.message)
-    body = error_body(exc.type, exc.message, field=exc.field, details=exc.details)
-    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+    path = route_path(request.scope)
+    return render_error(
+        path, exc.status_code, exc.type, exc.message, field=exc.field, details=exc.details, headers=exc.headers
+    )
 
 
-async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     details = validation_details(exc)
     first = details[0] if details else {"field": "body", "message": "invalid request"}
     message = "; ".join(f"{d['field']}: {d['message']}" for d in details) or "invalid request"
-    return JSONResponse(error_body("invalid_request", message, field=first["field"], details=details), status_code=422)
+    path = route_path(request.scope)
+    return render_error(path, 422, "invalid_request", message, field=first["field"], details=details)
 
 
 _HTTP_TYPES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type"}
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     type_ = _HTTP_TYPES.get(exc.status_code, "http_error")
     message = exc.detail if isinstance(exc.detail, str) else "request failed"
-    return JSONResponse(error_body(type_, message), status_code=exc.status_code, headers=getattr(exc, "headers", None))
+    headers = getattr(exc, "headers", None)
+    return render_error(route_path(request.scope), exc.status_code, type_, message, headers=headers)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return JSONResponse(error_body("internal_error", "internal server error"), status_code=500)
+    return render_error(route_path(request.scope), 500, "internal_error", "internal server error")
 
 
 def install_error_handlers(app: FastAPI) -> None:

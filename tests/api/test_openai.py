@@ -1,0 +1,122 @@
+"""The OpenAI-compatible API, driven by the official `openai` client against a real server."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from app.engine.metadata import read_provenance
+from tests.conftest import LiveServer, start_server, tiny_settings
+from tests.helpers import assert_error, decode
+
+KEY = "k"
+
+
+@pytest.fixture(scope="module")
+def secured(model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    live = start_server(tiny_settings(model_cache, tmp_path_factory.mktemp("img"), generation_auth_key=KEY))
+    yield live
+    live.stop()
+
+
+@pytest.fixture
+def oai(secured: LiveServer) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=f"{secured.url}/v1", api_key=KEY, max_retries=0, timeout=60) as client:
+        yield client
+
+
+def _b64_pngs(response: Any) -> list[bytes]:
+    assert response.data and all(d.url is None for d in response.data)
+    return [base64.b64decode(d.b64_json) for d in response.data]
+
+
+def test_generate_b64_json(oai: openai.OpenAI) -> None:
+    response = oai.images.generate(model="tiny", prompt="a red square", n=2, size="256x256")
+    assert isinstance(response.created, int) and response.created > 0
+    pngs = _b64_pngs(response)
+    assert len(pngs) == 2 and pngs[0] != pngs[1]
+    assert all(decode(png).size == (256, 256) for png in pngs)
+
+
+def test_generate_url_downloads_the_stored_png(oai: openai.OpenAI, secured: LiveServer) -> None:
+    response = oai.images.generate(prompt="a blue circle", response_format="url", extra_body={"seed": 3})
+    assert response.data and len(response.data) == 1
+    url = response.data[0].url
+    assert url is not None and url.startswith(f"{secured.url}/download/")
+    image_id = url.rsplit("/", 1)[1]
+    with secured.client(headers={"Authorization": f"Bearer {KEY}"}) as c:
+        from_url = httpx.get(url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
+        assert from_url.status_code == 200 and from_url.headers["content-type"] == "image/png"
+        assert from_url.content == c.get(f"/download/{image_id}").content
+    assert read_provenance(from_url.content)["seed"] == 3
+
+
+def test_extensions_are_honoured(oai: openai.OpenAI) -> None:
+    response = oai.images.generate(
+        prompt="a green hill",
+        size="256x256",
+        quality="standard",
+        style="vivid",
+        user="tester",
+        extra_body={"seed": 5, "negative_prompt": "x", "steps": 2, "guidance": 3.5},
+    )
+    record = read_provenance(_b64_pngs(response)[0])
+    assert (record["seed"], record["steps"], record["negative_prompt"]) == (5, 2, "x")
+    assert record["guidance_scale"] == 3.5
+
+
+def test_models_list(oai: openai.OpenAI) -> None:
+    assert [m.id for m in oai.models.list()] == ["tiny"]
+
+
+def test_wrong_key_is_an_authentication_error(secured: LiveServer) -> None:
+    client = openai.OpenAI(base_url=f"{secured.url}/v1", api_key="wrong", max_retries=0)
+    with client, pytest.raises(openai.AuthenticationError) as caught:
+        client.images.generate(prompt="x")
+    error = caught.value.response.json()["error"]
+    assert error["type"] == "authentication_error" and error["code"] == "unauthorized"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "param"),
+    [
+        ({"size": "300x300"}, "size"),
+        ({"size": "abc"}, "size"),
+        ({"size": "4096x256"}, "size"),
+        ({"n": 9}, "n"),
+        ({"n": 0}, "n"),
+        ({"model": "dall-e-3"}, "model"),
+        ({"extra_body": {"steps": 0}}, "steps"),
+        ({"extra_body": {"guidance": 31}}, "guidance"),
+        ({"extra_body": {"seed": -1}}, "seed"),
+        ({"extra_body": {"num_images": 2}}, "num_images"),  # our own names are unknown fields here
+        ({"response_format": "png"}, "response_format"),
+    ],
+)
+def test_bad_requests_name_the_field(oai: openai.OpenAI, kwargs: dict[str, Any], param: str) -> None:
+    # We answer 422 as everywhere else, which the client raises as UnprocessableEntityError (OpenAI's own 400
+    # would be BadRequestError); both are APIStatusError.
+    with pytest.raises(openai.UnprocessableEntityError) as caught:
+        oai.images.generate(prompt="x", **kwargs)
+    assert caught.value.status_code == 422
+    body = caught.value.response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}
+    assert body["error"]["type"] == "invalid_request_error" and body["error"]["param"] == param, body
+    assert param in body["error"]["message"]
+
+
+def test_missing_prompt_and_unknown_route_use_the_openai_shape(secured: LiveServer) -> None:
+    with secured.client(headers={"Authorization": f"Bearer {KEY}"}) as c:
+        missing = c.post("/v1/images/generations", json={"n": 1}).json()["error"]
+        assert (missing["param"], missing["code"]) == ("prompt", "invalid_request")
+        unknown = c.get("/v1/nope")
+        assert unknown.status_code == 404 and unknown.json()["error"]["type"] == "invalid_request_error"
+        # Outside /v1/ nothing changed.
+        assert_error(c.post("/generate", json={"prompt": "x", "n": 2}), 422, "invalid_request", "n")
+        assert_error(httpx.get(f"{secured.url}/generate", timeout=10), 401, "unauthorized")
