@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     max_side: int = Field(MAX_SIDE, ge=256, le=MAX_SIDE, description="Largest width or height accepted.")
     max_pixels: int = Field(2048 * 2048, ge=256 * 256, description="Largest width*height accepted (memory guard).")
     max_steps: int = Field(MAX_STEPS, ge=1, le=MAX_STEPS, description="Most inference steps accepted.")
+    max_body_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        description="Largest request body accepted; more: 413 before parsing (no field needs more).",
+    )
 
     # --- scheduling ----------------------------------------------------------------------------
     max_queue: int = Field(32, ge=1, le=10_000, description="Images that may wait for the GPU; more: 429.")

@@ -1,0 +1,71 @@
+"""A request-body ceiling enforced as pure ASGI middleware, before anything parses the body.
+
+A declared Content-Length over the limit is answered 413 at once, without reading a byte of the body.
+A body without one (chunked transfer) is counted as it streams; the chunk that passes the limit raises
+`BodyTooLarge` from `receive`, which FastAPI re-raises untouched and the error handlers turn into the one JSON
+error shape. The limit bounds what a request can make the JSON parser allocate (no API field needs more than a
+few kilobytes), so abusive bodies are refused before they cost memory or CPU.
+"""
+
+from __future__ import annotations
+
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.errors import error_body
+
+
+class BodyTooLarge(HTTPException):
+    def __init__(self, limit: int):
+        super().__init__(413, f"request body is larger than the limit of {limit} bytes (SDXL_MAX_BODY_BYTES)")
+
+
+class BodyLimitMiddleware:
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length")
+        if declared is not None and declared.strip().isdigit() and int(declared) > self.max_bytes:
+            await _too_large(self.max_bytes)(scope, receive, send)
+            return
+
+        received = 0
+        started = False
+
+        async def counted_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge(self.max_bytes)
+            return message
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, tracked_send)
+        except BodyTooLarge:
+            # Normally the app's error handlers answer it; this covers a reader outside their reach.
+            if started:
+                raise
+            await _too_large(self.max_bytes)(scope, receive, send)
+
+
+def _too_large(limit: int) -> JSONResponse:
+    # Connection: close: the rest of the body is never read, so the connection cannot be reused.
+    return JSONResponse(
+        error_body("payload_too_large", BodyTooLarge(limit).detail),
+        status_code=413,
+        headers={"Connection": "close"},
+    )
