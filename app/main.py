@@ -9,8 +9,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api import generate, health, images, jobs, metrics, refine
+from app.api import generate, health, images, jobs, metrics, openai_images, refine
 from app.api.auth import ApiKeyMiddleware
+from app.api.body_limit import BodyLimitMiddleware
 from app.api.errors import install_error_handlers
 from app.api.request_log import RequestLogMiddleware
 from app.config import Settings
@@ -50,9 +51,11 @@ def create_app(settings: Settings, *, on_fatal: Callable[[], None] | None = None
     )
     app.state.auth_enabled = bool(settings.api_keys)
     install_error_handlers(app)
-    for module in (generate, refine, images, jobs, metrics, health):
+    for module in (generate, refine, images, jobs, openai_images, metrics, health):
         app.include_router(module.router)
     # Order matters: the request log wraps auth, so refused requests are logged too.
+    # Inside auth: a refused request is answered 401 without its body being read at all.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys)
     app.add_middleware(RequestLogMiddleware)
     return app

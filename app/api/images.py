@@ -16,9 +16,8 @@ router = APIRouter(tags=["images"])
 _CACHE_FOREVER = "max-age=31536000, immutable"
 
 
-@router.api_route(
+@router.get(
     "/download/{id}",
-    methods=["GET", "HEAD"],
     response_class=Response,
     responses={
         200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}},
@@ -44,6 +43,10 @@ async def download(id: str, request: Request, store: StoreDep) -> Response:  # n
     data = await store.get(image_id)
     headers["Content-Disposition"] = f'attachment; filename="{image_id}.png"'
     return Response(data, media_type="image/png", headers=headers)
+
+
+# HEAD runs the same handler (uvicorn drops the body); kept out of the schema, whose operation ids must be unique.
+router.add_api_route("/download/{id}", download, methods=["HEAD"], include_in_schema=False, name="download_head")
 
 
 @router.delete(
