@@ -17,6 +17,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 SDXL_BASE = "stabilityai/stable-diffusion-xl-base-1.0"
 SDXL_REFINER = "stabilityai/stable-diffusion-xl-refiner-1.0"
 TINY = "tiny"
+TINY_B = "tiny-b"  # a second built-in tiny model, so that switching models can be tested offline
+TINY_MODELS = (TINY, TINY_B)
 
 # Hard ceilings of the API contract. Settings may lower them, never raise them, so the limits that
 # /docs shows are always true upper bounds.
@@ -36,8 +38,22 @@ class Settings(BaseSettings):
 
     # --- models -------------------------------------------------------------------------------
     model: str = Field(
-        SDXL_BASE,
-        description="Base pipeline: 'tiny' (built-in offline model), a hub id or a local directory.",
+        "sdxl-base",
+        description="The default (pinned) model: a registry name (sdxl-base, sdxl-turbo, sdxl-anime, "
+        "sdxl-anime-legacy, tiny, tiny-b, or one from SDXL_MODELS_FILE), a hub id or a local directory.",
+    )
+    models_file: Path | None = Field(
+        None, description="JSON or TOML file adding models, VAEs and ControlNets to the registry."
+    )
+    lora_dir: Path | None = Field(None, description="Directory of LoRA *.safetensors files, usable by name.")
+    model_cache_max_models: int = Field(
+        2, ge=1, le=64, description="Pipelines kept on the device, the pinned default included."
+    )
+    model_cache_max_bytes: int = Field(
+        0, ge=0, description="Bytes of pipelines kept on the device (the pinned default is never evicted). 0: no cap."
+    )
+    model_cpu_tier: int = Field(
+        0, ge=0, le=64, description="Evicted pipelines kept in CPU memory, so switching back skips the disk. 0: off."
     )
     refiner_model: str | None = Field(
         None,
@@ -64,6 +80,13 @@ class Settings(BaseSettings):
         ge=1024,
         description="Largest request body accepted; more: 413 before parsing (no field needs more).",
     )
+    max_upload_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=1024,
+        description="Largest body of a request that carries images (/img2img, /inpaint, /generate with a "
+        "ControlNet image); more: 413 before parsing.",
+    )
+    min_upload_side: int = Field(64, ge=8, le=1024, description="Smallest width or height of an uploaded image.")
 
     # --- scheduling ----------------------------------------------------------------------------
     max_queue: int = Field(32, ge=1, le=10_000, description="Images that may wait for the GPU; more: 429.")
@@ -179,11 +202,12 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _pair_models(self) -> Settings:
+        tiny = self.model in TINY_MODELS
         if self.refiner_model is None:
-            self.refiner_model = TINY if self.model == TINY else SDXL_REFINER
-        if (self.model == TINY) != (self.refiner_model == TINY):
+            self.refiner_model = TINY if tiny else SDXL_REFINER
+        if tiny != (self.refiner_model == TINY):
             # The refiner borrows the base's text_encoder_2 and VAE, so their shapes must match.
-            raise ValueError("SDXL_MODEL and SDXL_REFINER_MODEL must both be 'tiny' or both be real SDXL models")
+            raise ValueError("SDXL_MODEL and SDXL_REFINER_MODEL must both be tiny models or both be real SDXL models")
         return self
 
     # --- derived ------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api import generate, health, images, jobs, metrics, openai_images, refine
+from app.api import edit, generate, health, images, jobs, metrics, models, openai_images, refine
 from app.api.auth import ApiKeyMiddleware
 from app.api.body_limit import BodyLimitMiddleware
 from app.api.errors import install_error_handlers
@@ -51,11 +51,16 @@ def create_app(settings: Settings, *, on_fatal: Callable[[], None] | None = None
     )
     app.state.auth_enabled = bool(settings.api_keys)
     install_error_handlers(app)
-    for module in (generate, refine, images, jobs, openai_images, metrics, health):
+    for module in (generate, edit, refine, images, jobs, models, openai_images, metrics, health):
         app.include_router(module.router)
     # Order matters: the request log wraps auth, so refused requests are logged too.
     # Inside auth: a refused request is answered 401 without its body being read at all.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        upload_bytes=settings.max_upload_bytes,
+        upload_paths=edit.UPLOAD_ROUTES,
+    )
     app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys)
     app.add_middleware(RequestLogMiddleware)
     return app

@@ -31,7 +31,7 @@ class OpenAIImageRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     prompt: str = Field(description=f"What to draw (1..{MAX_PROMPT_CHARS} chars).")
-    model: str | None = Field(None, description="Must be the served model's name (see /v1/models), or omitted.")
+    model: str | None = Field(None, description="A model from /v1/models; omitted: the default model.")
     n: int = Field(1, description=f"1..{MAX_NUM_IMAGES} images; image i uses seed + i.")
     size: str | None = Field(
         None,
@@ -56,6 +56,7 @@ class OpenAIImageRequest(BaseModel):
         """The fields of the equivalent GenerateRequest (validated there)."""
         fields: dict[str, Any] = {
             "prompt": self.prompt,
+            "model": self.model,
             "negative_prompt": self.negative_prompt,
             "num_images": self.n,
             "num_inference_steps": self.steps,

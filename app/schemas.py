@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from app.config import MAX_SIDE, MAX_STEPS
 from app.storage.ids import ID_PATTERN
@@ -49,19 +49,93 @@ class _Request(BaseModel):
         return value
 
 
-class GenerateRequest(_Request):
+# Registry names (models, VAEs, ControlNets, LoRAs, schedulers): checked against the registry by the engine,
+# which answers 422 listing the choices. Hub ids (a default model given as SDXL_MODEL) may contain "/".
+Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/+ -]*$")]
+# Base64 images: bounded by the upload body limit (SDXL_MAX_UPLOAD_BYTES) before this is ever parsed.
+Base64Image = Annotated[str, Field(min_length=1, description="Base64 PNG, JPEG or WebP (a data: URL prefix is fine).")]
+
+
+class LoraRef(_Request):
+    name: Name = Field(description="A LoRA from GET /models (`loras`).")
+    scale: float = Field(1.0, ge=-4.0, le=4.0, description="Adapter weight; 0 leaves the model unchanged.")
+
+
+class ControlNetRef(_Request):
+    name: Name = Field(description="A ControlNet from GET /models (`controlnets`).")
+    image: Base64Image = Field(description="The control image (base64), resized to the output size.")
+    conditioning_scale: float = Field(1.0, ge=0.0, le=2.0)
+
+
+class EnsembleRefine(_Request):
+    mode: Literal["ensemble"] = Field(description="Ensemble of experts: the refiner finishes the base's denoising.")
+    high_noise_frac: float = Field(0.8, gt=0.0, lt=1.0, description="Where the base hands over to the refiner.")
+
+
+class PictureRequest(_Request):
+    """What every image-making request shares."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
     prompt: Prompt = Field(description="What to draw.", examples=["a lighthouse at dusk, oil painting"])
     negative_prompt: OptionalPrompt
     prompt_2: OptionalPrompt = Field(None, description="Prompt for the second text encoder; default: prompt.")
     negative_prompt_2: OptionalPrompt
-    width: Side
-    height: Side
     num_inference_steps: Steps
     guidance_scale: Guidance
     seed: Seed
+    model: Name | None = Field(
+        None,
+        validation_alias=AliasChoices("model", "model_type"),
+        description="A model from GET /models (`model_type` is accepted too); default: the default model.",
+    )
+    scheduler: Name | None = Field(None, description="euler, euler_a, heun, dpmpp_2m, dpmpp_2m_karras, ddim, unipc.")
+    loras: list[LoraRef] = Field(default_factory=list, max_length=4, description="LoRAs for this request only.")
+    vae: Name | None = Field(None, description="A VAE from GET /models (`vaes`) for this request.")
+
+
+class GenerateRequest(PictureRequest):
+    width: Side
+    height: Side
     num_images: int = Field(
         1, ge=1, le=MAX_NUM_IMAGES, description=f"1..{MAX_NUM_IMAGES} images; image i uses seed + i."
     )
+    controlnet: ControlNetRef | None = None
+    refine: EnsembleRefine | None = Field(
+        None, description="Finish with the refiner (ensemble of experts; the default model only)."
+    )
+
+
+class Img2ImgRequest(PictureRequest):
+    image: Base64Image | None = Field(None, description="The input image, base64; or give `image_id`.")
+    image_id: str | None = Field(None, pattern=ID_PATTERN, description="A stored image as input; or give `image`.")
+    strength: float = Field(
+        0.75, gt=0.0, le=1.0, description="How much of the input to re-noise; steps run = int(steps * strength)."
+    )
+    width: Side = Field(None, description="Output width; default: the input's, rounded down to a multiple of 8.")
+    height: Side = Field(None, description="Output height; default: the input's, rounded down to a multiple of 8.")
+    num_images: int = Field(1, ge=1, le=MAX_NUM_IMAGES, description="Image i uses seed + i.")
+
+    @model_validator(mode="after")
+    def _one_image(self) -> Img2ImgRequest:
+        _exactly_one(self.image, self.image_id, "image", "image_id")
+        return self
+
+
+class InpaintRequest(Img2ImgRequest):
+    mask: Base64Image | None = Field(None, description="Mask, base64 (white: repaint, black: keep); or `mask_id`.")
+    mask_id: str | None = Field(None, pattern=ID_PATTERN, description="A stored image as the mask; or give `mask`.")
+    strength: float = Field(0.99, gt=0.0, le=1.0, description="1.0 ignores the masked area's content.")
+
+    @model_validator(mode="after")
+    def _one_mask(self) -> InpaintRequest:
+        _exactly_one(self.mask, self.mask_id, "mask", "mask_id")
+        return self
+
+
+def _exactly_one(a: object, b: object, name_a: str, name_b: str) -> None:
+    if (a is None) == (b is None):
+        raise ValueError(f"give exactly one of {name_a} (base64) or {name_b} (a stored image id)")
 
 
 class RefineRequest(_Request):
@@ -116,7 +190,7 @@ class JobError(BaseModel):
 
 class JobResponse(BaseModel):
     id: str
-    kind: Literal["generate", "refine"]
+    kind: Literal["generate", "refine", "img2img", "inpaint"]
     status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
     model: str
     queue_position: int | None = Field(description="Images queued ahead of this job; null once it runs.")
@@ -154,3 +228,39 @@ class ReadyResponse(BaseModel):
     status: str
     model: str
     device: str
+
+
+class ModelDefaultsInfo(BaseModel):
+    width: int
+    height: int
+    num_inference_steps: int
+    guidance_scale: float
+    scheduler: str | None
+    max_steps: int
+
+
+class ModelInfo(BaseModel):
+    name: str
+    source: str = Field(description="Hub id or directory the weights come from.")
+    description: str
+    family: str = Field(description="sdxl or tiny; LoRAs, VAEs and ControlNets fit models of their family.")
+    pinned: bool = Field(description="The default model: loaded at startup, never evicted.")
+    loaded: bool
+    location: Literal["device", "cpu", "disk"] = Field(description="Where the weights are now.")
+    bytes: int | None = Field(description="Bytes of its weights once loaded (shared modules count once).")
+    hits: int = Field(description="Requests that found it on the device.")
+    misses: int = Field(description="Requests that had to load it or bring it back from the CPU tier.")
+    loads: int = Field(description="Loads from disk.")
+    last_used: float | None = Field(description="Unix time of its last use.")
+    defaults: ModelDefaultsInfo
+
+
+class ModelsResponse(BaseModel):
+    default: str
+    device: str
+    models: list[ModelInfo]
+    loras: list[str]
+    vaes: list[str]
+    controlnets: list[str]
+    schedulers: list[str]
+    budget: dict[str, int] = Field(description="max_models, max_bytes (0: none), cpu_tier, device_bytes.")

@@ -18,22 +18,31 @@ from app.errors import error_body
 
 
 class BodyTooLarge(HTTPException):
-    def __init__(self, limit: int):
-        super().__init__(413, f"request body is larger than the limit of {limit} bytes (SDXL_MAX_BODY_BYTES)")
+    def __init__(self, limit: int, setting: str = "SDXL_MAX_BODY_BYTES"):
+        super().__init__(413, f"request body is larger than the limit of {limit} bytes ({setting})")
 
 
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, max_bytes: int):
+    """`upload_paths` (routes whose bodies carry base64 images) get `upload_bytes`; every other route `max_bytes`."""
+
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, upload_bytes: int | None = None, upload_paths: tuple[str, ...] = ()
+    ):
         self.app = app
         self.max_bytes = max_bytes
+        self.upload_bytes = upload_bytes or max_bytes
+        self.upload_paths = frozenset(upload_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        upload = scope.get("path") in self.upload_paths and scope.get("method") == "POST"
+        limit = self.upload_bytes if upload else self.max_bytes
+        setting = "SDXL_MAX_UPLOAD_BYTES" if upload else "SDXL_MAX_BODY_BYTES"
         declared = Headers(scope=scope).get("content-length")
-        if declared is not None and declared.strip().isdigit() and int(declared) > self.max_bytes:
-            await _too_large(self.max_bytes)(scope, receive, send)
+        if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+            await _too_large(limit, setting)(scope, receive, send)
             return
 
         received = 0
@@ -44,8 +53,8 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise BodyTooLarge(self.max_bytes)
+                if received > limit:
+                    raise BodyTooLarge(limit, setting)
             return message
 
         async def tracked_send(message: Message) -> None:
@@ -59,13 +68,13 @@ class BodyLimitMiddleware:
             # Normally the app's error handlers answer it; this covers a reader outside their reach.
             if started:
                 raise
-            await _too_large(self.max_bytes)(scope, receive, send)
+            await _too_large(limit, setting)(scope, receive, send)
 
 
-def _too_large(limit: int) -> JSONResponse:
+def _too_large(limit: int, setting: str) -> JSONResponse:
     # Connection: close: the rest of the body is never read, so the connection cannot be reused.
     return JSONResponse(
-        error_body("payload_too_large", BodyTooLarge(limit).detail),
+        error_body("payload_too_large", BodyTooLarge(limit, setting).detail),
         status_code=413,
         headers={"Connection": "close"},
     )

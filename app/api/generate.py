@@ -18,7 +18,7 @@ async def generate(body: GenerateRequest, request: Request, service: ServiceDep)
     `Prefer: respond-async` returns 202 with a job at once; follow it at `/jobs/{id}`.
     """
     check_png_single(request, body.num_images)
-    job = service.submit_generate(body)
+    job = await service.submit_generate(body)
     if wants_async(request):
         return accepted(request, service, job)
     return await finished(request, service, await service.wait(job, request.is_disconnected))

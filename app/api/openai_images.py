@@ -16,7 +16,6 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from app.api.deps import ServiceDep
-from app.errors import InvalidRequest
 from app.openai_schemas import (
     OPENAI_FIELDS,
     OpenAIErrorResponse,
@@ -49,11 +48,8 @@ def _renamed(error: Any) -> Any:
     return {**error, "loc": ("body", name), "msg": f"{field}: {error['msg']}"}
 
 
-def to_generate_request(body: OpenAIImageRequest, served_model: str) -> GenerateRequest:
-    if body.model is not None and body.model != served_model:
-        raise InvalidRequest(
-            f"model must be {served_model!r} (the served model) or omitted, got {body.model!r}", field="model"
-        )
+def to_generate_request(body: OpenAIImageRequest) -> GenerateRequest:
+    """The model is checked against the registry like every other request (422 listing the choices)."""
     try:
         return GenerateRequest.model_validate(body.generate_fields())
     except ValidationError as exc:
@@ -71,7 +67,7 @@ def to_generate_request(body: OpenAIImageRequest, served_model: str) -> Generate
 async def create_images(body: OpenAIImageRequest, request: Request, service: ServiceDep) -> OpenAIImagesResponse:
     """`client.images.generate(...)` from the official OpenAI clients; `extra_body` may carry `negative_prompt`,
     `seed`, `steps` and `guidance`."""
-    job = service.submit_generate(to_generate_request(body, service.settings.model))
+    job = await service.submit_generate(to_generate_request(body))
     job = await service.wait(job, request.is_disconnected)
     request.state.timings = job.timings
     if body.response_format == "url":
@@ -82,6 +78,8 @@ async def create_images(body: OpenAIImageRequest, request: Request, service: Ser
     return OpenAIImagesResponse(created=int(job.created), data=data)
 
 
-@router.get("/models", response_model=OpenAIModelList, responses={401: _ERRORS[401]}, summary="The served model")
+@router.get("/models", response_model=OpenAIModelList, responses={401: _ERRORS[401]}, summary="The models")
 async def list_models(service: ServiceDep) -> OpenAIModelList:
-    return OpenAIModelList(data=[OpenAIModel(id=service.settings.model)])
+    """Every registry model, the default first; GET /models has where each lives and its defaults."""
+    names = service.model_names()
+    return OpenAIModelList(data=[OpenAIModel(id=name) for name in names])

@@ -1,4 +1,4 @@
-"""Loading the base and refiner pipelines, on whatever device the settings resolve to.
+"""Loading pipelines, VAEs and ControlNets, on whatever device the settings resolve to.
 
 Every model, the built-in tiny one included, goes through the same `from_pretrained` call as real SDXL
 weights. torch and diffusers are imported inside the functions so that importing the service stays cheap.
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.config import TINY, Settings
+from app.engine.registry import ExtraEntry, ModelEntry
 from app.errors import ModelLoadError
 
 logger = logging.getLogger(__name__)
@@ -50,13 +51,15 @@ def resolve_placement(settings: Settings) -> Placement:
     return Placement(device, dtype)
 
 
-def _source(name: str, role: str, settings: Settings) -> str:
-    if name != TINY:
-        return name
+def resolve_source(source: str, settings: Settings) -> str:
+    """A registry source as `from_pretrained` takes it; "tiny:<part>" is built locally on first use."""
+    if not source.startswith("tiny:"):
+        return source
     from app.engine.tiny import ensure_tiny_models
 
     paths = ensure_tiny_models(settings.cache_dir)
-    return str(paths.base if role == "base" else paths.refiner)
+    part = source.removeprefix("tiny:").replace("-", "_")
+    return str(getattr(paths, part))
 
 
 def _one_line(exc: BaseException) -> str:
@@ -64,44 +67,71 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
-def _load(cls: Any, name: str, role: str, settings: Settings, placement: Placement, **components: Any) -> Any:
+def _load(cls: Any, name: str, source: str, role: str, settings: Settings, placement: Placement, **kw: Any) -> Any:
     started = time.perf_counter()
-    source = _source(name, role, settings)
-    variant = None if name == TINY else settings.variant
+    path = resolve_source(source, settings)
+    variant = None if source.startswith("tiny:") else settings.variant
     try:
-        pipe = cls.from_pretrained(source, dtype=placement.dtype, variant=variant, add_watermarker=False, **components)
-        pipe.to(placement.device)
+        loaded = cls.from_pretrained(path, dtype=placement.dtype, variant=variant, **kw)
+        loaded.to(placement.device)
     except Exception as exc:
-        logger.debug("loading %s failed", source, exc_info=True)
-        raise ModelLoadError(f"could not load the {role} model {name!r} ({_one_line(exc)}); {OFFLINE_HINT}") from exc
-    pipe.set_progress_bar_config(disable=True)
+        logger.debug("loading %s failed", path, exc_info=True)
+        raise ModelLoadError(f"could not load the {role} {name!r} ({_one_line(exc)}); {OFFLINE_HINT}") from exc
+    if hasattr(loaded, "set_progress_bar_config"):
+        loaded.set_progress_bar_config(disable=True)
     logger.info(
-        "loaded %s model %r on %s/%s in %.2fs",
+        "loaded %s %r on %s/%s in %.2fs",
         role,
         name,
         placement.device,
         placement.dtype_name,
         time.perf_counter() - started,
     )
-    return pipe
+    return loaded
 
 
-def load_base(settings: Settings, placement: Placement) -> Any:
+def load_model(entry: ModelEntry, settings: Settings, placement: Placement, vae: Any = None) -> Any:
+    """A text-to-image pipeline for a registry entry; `vae` (a loaded module) replaces the model's own."""
     from diffusers import StableDiffusionXLPipeline
 
-    return _load(StableDiffusionXLPipeline, settings.model, "base", settings, placement)
+    components = {"vae": vae} if vae is not None else {}
+    return _load(
+        StableDiffusionXLPipeline,
+        entry.name,
+        entry.source,
+        "model",
+        settings,
+        placement,
+        add_watermarker=False,
+        **components,
+    )
+
+
+def load_vae(entry: ExtraEntry, settings: Settings, placement: Placement) -> Any:
+    from diffusers import AutoencoderKL
+
+    return _load(AutoencoderKL, entry.name, entry.source, "VAE", settings, placement)
+
+
+def load_controlnet(entry: ExtraEntry, settings: Settings, placement: Placement) -> Any:
+    from diffusers import ControlNetModel
+
+    return _load(ControlNetModel, entry.name, entry.source, "ControlNet", settings, placement)
 
 
 def load_refiner(settings: Settings, placement: Placement, base: Any) -> Any:
     """The refiner borrows the base's second text encoder and VAE: the same objects, no second copy."""
     from diffusers import StableDiffusionXLImg2ImgPipeline
 
+    source = "tiny:refiner" if settings.refiner == TINY else settings.refiner
     return _load(
         StableDiffusionXLImg2ImgPipeline,
         settings.refiner,
+        source,
         "refiner",
         settings,
         placement,
+        add_watermarker=False,
         text_encoder_2=base.text_encoder_2,
         vae=base.vae,
     )

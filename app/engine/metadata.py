@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from importlib import metadata as importlib_metadata
 from typing import Any
@@ -23,7 +23,7 @@ _PACKAGES = ("sdxl-serve", "diffusers", "torch", "transformers")
 
 @dataclass(frozen=True)
 class Provenance:
-    kind: str  # "generate" | "refine"
+    kind: str  # "generate" | "img2img" | "inpaint" | "refine"
     model: str
     prompt: str
     negative_prompt: str | None
@@ -38,6 +38,10 @@ class Provenance:
     watermark: bool
     strength: float | None = None
     parent_id: str | None = None
+    loras: list[dict[str, Any]] = field(default_factory=list)
+    vae: str | None = None
+    controlnet: dict[str, Any] | None = None
+    refine: dict[str, Any] | None = None
 
 
 @lru_cache(maxsize=1)
@@ -62,8 +66,11 @@ def _a1111_parameters(p: Provenance) -> str:
     ]
     if p.strength is not None:
         fields.append(f"Denoising strength: {p.strength:g}")
+    if p.vae:
+        fields.append(f"VAE: {p.vae}")
     fields.append(f"Version: sdxl-serve {library_versions()['sdxl-serve']}")
-    lines = [p.prompt]
+    # A1111 names LoRAs inside the prompt; the same tags here let its tools show them.
+    lines = [p.prompt + "".join(f" <lora:{lora['name']}:{lora['scale']:g}>" for lora in p.loras)]
     if p.negative_prompt:
         lines.append(f"Negative prompt: {p.negative_prompt}")
     lines.append(", ".join(fields))

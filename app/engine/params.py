@@ -12,9 +12,11 @@ import secrets
 from PIL import Image
 
 from app.config import Settings
-from app.engine.pipelines import GenerateParams, ModelDefaults, RefineParams
+from app.engine import samplers, uploads
+from app.engine.pipelines import Control, GenerateParams, RefineParams, Setup
+from app.engine.registry import Defaults, ModelEntry, Registry
 from app.errors import InvalidRequest
-from app.schemas import MAX_SEED, GenerateRequest, RefineRequest
+from app.schemas import MAX_SEED, GenerateRequest, Img2ImgRequest, PictureRequest, RefineRequest
 
 
 def _seed(seed: int | None) -> int:
@@ -43,12 +45,65 @@ def check_steps(settings: Settings, steps: int) -> int:
     return steps
 
 
-def generate_params(settings: Settings, req: GenerateRequest, defaults: ModelDefaults) -> list[GenerateParams]:
+def resolve_setup(settings: Settings, req: PictureRequest, registry: Registry) -> tuple[ModelEntry, Setup]:
+    """The model and what the call is built from; unknown or unfit names answer 422 listing the choices."""
+    entry = registry.model(req.model)
+    names = [lora.name for lora in req.loras]
+    if len(set(names)) != len(names):
+        raise InvalidRequest("each LoRA may appear once in loras", field="loras")
+    for i, lora in enumerate(req.loras):
+        registry.lora(lora.name, entry, f"loras[{i}].name")
+    if req.vae is not None:
+        registry.vae(req.vae, entry)
+    scheduler = samplers.canonical(req.scheduler) if req.scheduler is not None else entry.defaults.scheduler
+    loras = tuple(sorted((lora.name, lora.scale) for lora in req.loras))
+    return entry, Setup(model=entry.name, scheduler=scheduler, vae=req.vae, loras=loras)
+
+
+def model_steps(settings: Settings, entry: ModelEntry, requested: int | None) -> int:
+    steps = requested or entry.defaults.steps
+    limit = min(settings.max_steps, entry.defaults.max_steps or settings.max_steps)
+    if steps > limit:
+        raise InvalidRequest(
+            f"num_inference_steps must be between 1 and {limit} for {entry.name}, got {steps}",
+            field="num_inference_steps",
+        )
+    return steps
+
+
+def _guidance(entry: ModelEntry, requested: float | None) -> float:
+    return entry.defaults.guidance if requested is None else requested
+
+
+def generate_params(
+    settings: Settings, req: GenerateRequest, registry: Registry, control: Image.Image | None = None
+) -> list[GenerateParams]:
     """One entry per image; image i gets seed + i (wrapping), as AUTOMATIC1111 does."""
-    width, height = req.width or defaults.size, req.height or defaults.size
+    entry, setup = resolve_setup(settings, req, registry)
+    width, height = req.width or entry.defaults.size, req.height or entry.defaults.size
     check_size(settings, width, height)
-    steps = check_steps(settings, req.num_inference_steps or defaults.steps)
-    guidance = defaults.guidance if req.guidance_scale is None else req.guidance_scale
+    steps = model_steps(settings, entry, req.num_inference_steps)
+    frac = None
+    if req.refine is not None:
+        if entry.name != registry.default:
+            raise InvalidRequest(
+                f"ensemble refine runs the refiner paired with the default model {registry.default!r}; "
+                f"{entry.name!r} has none",
+                field="refine",
+            )
+        if req.controlnet is not None:
+            raise InvalidRequest("ensemble refine and a ControlNet cannot be combined", field="refine")
+        frac = req.refine.high_noise_frac
+        if int(steps * frac) < 1 or steps - int(steps * frac) < 1:
+            raise InvalidRequest(
+                f"with {steps} steps, high_noise_frac {frac:g} leaves the base or the refiner no step",
+                field="refine.high_noise_frac",
+            )
+    ctrl = None
+    if req.controlnet is not None:
+        registry.controlnet(req.controlnet.name, entry)
+        assert control is not None, "the service decodes the control image"
+        ctrl = Control(req.controlnet.name, uploads.fit(control, width, height), req.controlnet.conditioning_scale)
     seed = _seed(req.seed)
     return [
         GenerateParams(
@@ -59,14 +114,66 @@ def generate_params(settings: Settings, req: GenerateRequest, defaults: ModelDef
             width=width,
             height=height,
             steps=steps,
-            guidance=guidance,
+            guidance=_guidance(entry, req.guidance_scale),
             seed=(seed + i) % (MAX_SEED + 1),
+            setup=setup,
+            control=ctrl,
+            high_noise_frac=frac,
         )
         for i in range(req.num_images)
     ]
 
 
-def check_refine_steps(settings: Settings, req: RefineRequest, defaults: ModelDefaults) -> int:
+def edit_params(
+    settings: Settings,
+    req: Img2ImgRequest,
+    registry: Registry,
+    image: Image.Image,
+    mask: Image.Image | None,
+) -> list[GenerateParams]:
+    """img2img (mask None) or inpaint: the output size defaults to the input's, rounded down to a multiple of 8."""
+    entry, setup = resolve_setup(settings, req, registry)
+    width = req.width or image.width // 8 * 8
+    height = req.height or image.height // 8 * 8
+    for name, value in (("width", width), ("height", height)):
+        if value < 256:
+            raise InvalidRequest(
+                f"the output {name} would be {value}; give {name} (a multiple of 8, at least 256) to resize the input",
+                field=name,
+            )
+    check_size(settings, width, height)
+    steps = model_steps(settings, entry, req.num_inference_steps)
+    if int(steps * req.strength) < 1:
+        raise InvalidRequest(
+            f"num_inference_steps * strength must be at least 1, got {steps} * {req.strength:g}",
+            field="strength",
+        )
+    seed = _seed(req.seed)
+    image = uploads.fit(image, width, height)
+    mask = uploads.fit(mask, width, height) if mask is not None else None
+    return [
+        GenerateParams(
+            prompt=req.prompt,
+            negative_prompt=req.negative_prompt,
+            prompt_2=req.prompt_2,
+            negative_prompt_2=req.negative_prompt_2,
+            width=width,
+            height=height,
+            steps=steps,
+            guidance=_guidance(entry, req.guidance_scale),
+            seed=(seed + i) % (MAX_SEED + 1),
+            setup=setup,
+            kind="inpaint" if mask is not None else "img2img",
+            image=image,
+            mask=mask,
+            strength=req.strength,
+            parent_id=req.image_id,
+        )
+        for i in range(req.num_images)
+    ]
+
+
+def check_refine_steps(settings: Settings, req: RefineRequest, defaults: Defaults) -> int:
     steps = check_steps(settings, req.num_inference_steps or defaults.refine_steps)
     if int(steps * req.strength) < 1:
         # diffusers runs int(steps * strength) steps and crashes on zero.
@@ -82,7 +189,7 @@ def check_refine_steps(settings: Settings, req: RefineRequest, defaults: ModelDe
     return steps
 
 
-def refine_params(req: RefineRequest, steps: int, defaults: ModelDefaults, image: Image.Image) -> RefineParams:
+def refine_params(req: RefineRequest, steps: int, defaults: Defaults, image: Image.Image) -> RefineParams:
     return RefineParams(
         prompt=req.prompt,
         negative_prompt=req.negative_prompt,

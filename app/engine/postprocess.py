@@ -9,10 +9,10 @@ from app.engine.pipelines import GenerateParams, RefineParams
 from app.engine.watermark import apply_watermark
 
 
-def generate_provenance(p: GenerateParams, *, model: str, scheduler: str, watermark: bool) -> Provenance:
+def generate_provenance(p: GenerateParams, *, scheduler: str, watermark: bool) -> Provenance:
     return Provenance(
-        kind="generate",
-        model=model,
+        kind=p.kind,
+        model=p.setup.model,
         prompt=p.prompt,
         negative_prompt=p.negative_prompt,
         prompt_2=p.prompt_2,
@@ -24,6 +24,12 @@ def generate_provenance(p: GenerateParams, *, model: str, scheduler: str, waterm
         height=p.height,
         scheduler=scheduler,
         watermark=watermark,
+        strength=p.strength,
+        parent_id=p.parent_id,
+        loras=[{"name": name, "scale": scale} for name, scale in p.setup.loras],
+        vae=p.setup.vae,
+        controlnet=None if p.control is None else {"name": p.control.name, "conditioning_scale": p.control.scale},
+        refine=None if p.high_noise_frac is None else {"mode": "ensemble", "high_noise_frac": p.high_noise_frac},
     )
 
 

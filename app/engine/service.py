@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import gc
 import io
 import logging
 import time
@@ -18,16 +17,27 @@ from typing import Any
 
 from PIL import Image
 
-from app.config import TINY, Settings
-from app.engine import loader, params, pipelines, postprocess
+from app.config import Settings
+from app.engine import loader, params, pipelines, postprocess, samplers, uploads
 from app.engine.job_records import JobRecords, View, follow_local
 from app.engine.jobs import ImageRecord, Job, JobError, JobRegistry, JobStatus
 from app.engine.metrics import Metrics
+from app.engine.model_cache import free_memory
+from app.engine.registry import Registry, build_registry
+from app.engine.runner import Runner
 from app.engine.scheduler import Batch, Interrupted, Scheduler
 from app.engine.watermark import check_available
-from app.errors import ModelLoadError, NotFound, NotReady, OtherReplica, ServiceError, StorageFull, StorageUnavailable
+from app.errors import (
+    ModelLoadError,
+    NotFound,
+    NotReady,
+    OtherReplica,
+    ServiceError,
+    StorageFull,
+    StorageUnavailable,
+)
 from app.events.base import EventSink, NoEvents
-from app.schemas import GenerateRequest, RefineRequest
+from app.schemas import GenerateRequest, Img2ImgRequest, InpaintRequest, RefineRequest
 from app.storage.base import ImageStore
 from app.storage.ids import check_id, new_id
 
@@ -94,37 +104,50 @@ class ImageService:
         )
         self._on_fatal = on_fatal
         self._placement: loader.Placement | None = None
-        self._base: Any = None
-        self._refiner: Any = None
+        self.registry: Registry | None = None
+        self.runner: Runner | None = None
         self._refiner_lock = asyncio.Lock()
-        self._defaults: pipelines.ModelDefaults | None = None
         self._tasks: set[asyncio.Task[Any]] = set()  # post-processing in flight: awaited at shutdown
         self._expiry: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------------
     async def start(self) -> None:
-        """Start the GPU owner and load the base pipeline on it. /ready answers 503 until this finishes."""
+        """Start the GPU owner and load the default model on it. /ready answers 503 until this finishes."""
         self._loop = asyncio.get_running_loop()
         self.scheduler.start()
         self._expiry = asyncio.create_task(self._expire_forever(), name="expire-queued-jobs")
         self.state = State.LOADING
         try:
+            self.registry = build_registry(self.settings)
             await self.store.open()  # a missing bucket fails startup like a model that cannot load
             if self.settings.watermark:
                 check_available()
             placement = loader.resolve_placement(self.settings)
-            timed = await self.scheduler.call(loader.load_base, self.settings, placement)
+            self.runner = Runner(self.settings, self.registry, placement, self._on_model)
+            await self.scheduler.call(self.runner.load_default)
         except (ModelLoadError, StorageFull, StorageUnavailable) as exc:
             return self._fail(exc.message)
         except ImportError as exc:
             return self._fail(f"watermarking needs invisible-watermark ({exc}); or set SDXL_WATERMARK=false")
-        self.metrics.model_load.labels("base").observe(timed.run_s)
-        self.events.emit("model.loaded", _model_event(self.settings.model, "base", placement, timed.run_s))
-        self._placement, self._base, self.device = placement, timed.value, placement.device
-        self._defaults = pipelines.model_defaults(self._base, tiny=self.settings.model == TINY)
+        except (OSError, ValueError) as exc:  # SDXL_MODELS_FILE or SDXL_LORA_DIR unreadable or malformed
+            return self._fail(f"the model registry could not be built: {exc}")
+        self._placement, self.device = placement, placement.device
         if self.state is State.LOADING:
             self.state = State.READY
+
+    def _on_model(self, name: str, role: str, old: str, new: str, seconds: float | None) -> None:
+        """From the owner thread: a model moved between disk, CPU memory and the device. Prometheus and the
+        event sink are thread-safe."""
+        if seconds is not None:
+            self.metrics.model_load.labels(role).observe(seconds)
+        if new == "device":
+            device = self._placement.device if self._placement else "unknown"
+            self.events.emit(
+                "model.loaded", {"model": name, "role": role, "device": device, "load_seconds": seconds, "from": old}
+            )
+        elif old == "device" or new == "disk":
+            self.events.emit("model.unloaded", {"model": name, "role": role, "device": old, "to": new})
 
     def _fail(self, message: str) -> None:
         self.state, self.error = State.FAILED, message
@@ -162,12 +185,9 @@ class ImageService:
             self._finish(job, JobStatus.FAILED, JobError("shutting_down", "the service stopped", 503))
         if self._tasks:  # the records of those jobs, before the store closes
             await asyncio.wait(list(self._tasks), timeout=5)
-        for name, role, pipe in (
-            (self.settings.model, "base", self._base),
-            (self.settings.refiner, "refiner", self._refiner),
-        ):
-            if pipe is not None:
-                self.events.emit("model.unloaded", _model_event(name, role, self._placement, None))
+        if self.runner is not None:
+            for name, role in self.runner.unload_all():
+                self.events.emit("model.unloaded", {"model": name, "role": role, "device": self.device, "to": "exit"})
 
     @property
     def ready(self) -> bool:
@@ -178,36 +198,75 @@ class ImageService:
             return f"{self.failures_in_a_row} pipeline calls failed in a row"
         return f"service is {self.state.value}" + (f": {self.error}" if self.error else "")
 
-    def _defaults_or_raise(self) -> pipelines.ModelDefaults:
-        if self.state is not State.READY or self._defaults is None:
+    def _ready_registry(self) -> Registry:
+        if self.state is not State.READY or self.registry is None:
             raise NotReady(self.not_ready_reason(), headers={"Retry-After": "5"})
-        return self._defaults
+        return self.registry
 
     @property
     def base_pipeline(self) -> Any:
-        return self._base
+        return self.runner.default_pipeline if self.runner else None
 
     @property
     def refiner_pipeline(self) -> Any:
-        return self._refiner
+        return self.runner.refiner if self.runner else None
 
     # --- submitting ---------------------------------------------------------------------------------
-    def submit_generate(self, req: GenerateRequest) -> Job:
-        defaults = self._defaults_or_raise()
-        items = params.generate_params(self.settings, req, defaults)
-        first = items[0]
-        job = Job(
-            kind="generate",
-            model=self.settings.model,
-            items=list(items),
-            batch_key=pipelines.batch_key(first, self.settings.model, defaults.scheduler),
-            pixels=first.width * first.height,
-            steps=first.steps,
-        )
+    async def submit_generate(self, req: GenerateRequest) -> Job:
+        registry = self._ready_registry()
+        control = None
+        if req.controlnet is not None:
+            control = await self._upload(req.controlnet.image, "controlnet.image")
+        items = params.generate_params(self.settings, req, registry, control)
+        if req.refine is not None:
+            await self.refiner()
+        return self._enqueue(self._job("generate", items))
+
+    async def submit_edit(self, req: Img2ImgRequest) -> Job:
+        """img2img, or inpaint when `req` is an InpaintRequest. Inputs are decoded off the event loop."""
+        registry = self._ready_registry()
+        image = await self._input(req.image, req.image_id, "image")
+        mask = None
+        if isinstance(req, InpaintRequest):
+            mask = await self._input(req.mask, req.mask_id, "mask", mode="L")
+        items = params.edit_params(self.settings, req, registry, image, mask)
+        job = self._job(items[0].kind, items)
+        job.parent_id = req.image_id
         return self._enqueue(job)
 
+    def _job(self, kind: str, items: list[pipelines.GenerateParams]) -> Job:
+        first = items[0]
+        return Job(
+            kind=kind,
+            model=first.setup.model,
+            items=list(items),
+            batch_key=pipelines.batch_key(first),
+            pixels=first.width * first.height,
+            steps=first.steps_run,
+        )
+
+    async def _upload(self, text: str, field: str, mode: str = "RGB") -> Image.Image:
+        data = uploads.decode_base64(text, field, self.settings.max_upload_bytes)
+        return await asyncio.to_thread(self._open, data, field, mode)
+
+    async def _input(self, text: str | None, image_id: str | None, field: str, mode: str = "RGB") -> Image.Image:
+        if text is not None:
+            return await self._upload(text, field, mode)
+        assert image_id is not None  # the schema asks for exactly one
+        try:
+            data = await self.store.get(check_id(image_id))
+        except NotFound as exc:
+            raise NotFound(exc.message, field=f"{field}_id") from None
+        return await asyncio.to_thread(self._open, data, f"{field}_id", mode)
+
+    def _open(self, data: bytes, field: str, mode: str) -> Image.Image:
+        return uploads.open_image(
+            data, field, max_pixels=self.settings.max_pixels, min_side=self.settings.min_upload_side, mode=mode
+        )
+
     async def submit_refine(self, req: RefineRequest) -> Job:
-        defaults = self._defaults_or_raise()
+        registry = self._ready_registry()
+        defaults = registry.model(None).defaults
         parent_id = check_id(req.id)
         steps = params.check_refine_steps(self.settings, req, defaults)
         source = await asyncio.to_thread(_decode_png, await self.store.get(parent_id))
@@ -237,18 +296,67 @@ class ImageService:
         The lock is held across the load (not only the check), so concurrent first callers wait for the one
         load instead of starting their own; if the load fails the lock is released and the next call retries.
         """
-        if self._refiner is not None:
-            return self._refiner
+        assert self.runner is not None
+        if self.runner.refiner is not None:
+            return self.runner.refiner
         async with self._refiner_lock:
-            if self._refiner is None:
+            if self.runner.refiner is None:
                 self.refiner_loads += 1
-                timed = await self.scheduler.call(loader.load_refiner, self.settings, self._placement, self._base)
-                self.metrics.model_load.labels("refiner").observe(timed.run_s)
-                self.events.emit(
-                    "model.loaded", _model_event(self.settings.refiner, "refiner", self._placement, timed.run_s)
-                )
-                self._refiner = timed.value
-        return self._refiner
+                await self.scheduler.call(self.runner.load_refiner)
+        return self.runner.refiner
+
+    # --- the registry, as GET /models shows it ---------------------------------------------------------
+    def model_names(self) -> list[str]:
+        registry = self._ready_registry()
+        return [registry.default, *(name for name in registry.models if name != registry.default)]
+
+    def models_info(self) -> dict[str, Any]:
+        registry = self._ready_registry()
+        assert self.runner is not None
+        cache = self.runner.cache
+        models = []
+        for name in self.model_names():
+            slot = cache.slots[name]
+            d = slot.entry.defaults
+            models.append(
+                {
+                    "name": name,
+                    "source": slot.entry.source,
+                    "description": slot.entry.description,
+                    "family": slot.entry.family,
+                    "pinned": slot.pinned,
+                    "loaded": slot.location != "disk",
+                    "location": slot.location,
+                    "bytes": slot.bytes,
+                    "hits": slot.hits,
+                    "misses": slot.misses,
+                    "loads": slot.loads,
+                    "last_used": slot.last_used,
+                    "defaults": {
+                        "width": d.size,
+                        "height": d.size,
+                        "num_inference_steps": d.steps,
+                        "guidance_scale": d.guidance,
+                        "scheduler": d.scheduler,
+                        "max_steps": min(self.settings.max_steps, d.max_steps or self.settings.max_steps),
+                    },
+                }
+            )
+        return {
+            "default": registry.default,
+            "device": self.device,
+            "models": models,
+            "loras": sorted(registry.loras),
+            "vaes": sorted(registry.vaes),
+            "controlnets": sorted(registry.controlnets),
+            "schedulers": list(samplers.SAMPLERS),
+            "budget": {
+                "max_models": cache.max_models,
+                "max_bytes": cache.max_bytes,
+                "cpu_tier": cache.cpu_tier,
+                "device_bytes": cache.device_bytes,
+            },
+        }
 
     # --- waiting and cancelling ---------------------------------------------------------------------
     async def wait(self, job: Job, client_gone: Callable[[], Awaitable[bool]] | None = None) -> Job:
@@ -327,10 +435,11 @@ class ImageService:
 
     # --- the owner thread runs this -----------------------------------------------------------------
     def _run_batch(self, batch: Batch, on_step: Callable[[], None]) -> list[Image.Image]:
+        assert self.runner is not None
         job = batch.items[0].job
         if job.kind == "refine":
-            return [pipelines.run_refiner(self._refiner, job.items[0], on_step)]
-        return pipelines.run_base(self._base, [item.job.items[item.index] for item in batch.items], on_step)
+            return [self.runner.refine(job.items[0], on_step)]
+        return self.runner.generate([item.job.items[item.index] for item in batch.items], on_step)
 
     # --- callbacks from the owner, on the event loop ------------------------------------------------
     def _on_started(self, batch: Batch) -> None:
@@ -377,31 +486,31 @@ class ImageService:
 
     def _on_error(self, batch: Batch, exc: BaseException) -> None:
         status, error = classify(exc)
-        if status is JobStatus.FAILED:
+        # A request's own mistake (a LoRA that does not fit) or an optional model that will not load says
+        # nothing about this replica's health; only real pipeline failures count towards /ready.
+        if status is JobStatus.FAILED and error.type not in ("invalid_request", "model_load_failed"):
             self.failures_in_a_row += 1
             logger.warning("pipeline call failed (%s in a row): %s: %s", self.failures_in_a_row, error.type, exc)
             if error.type == "out_of_memory":
-                self._spawn(self.scheduler.call(_free_device_memory))
+                self._spawn(self.scheduler.call(free_memory))
         for job in batch.jobs:
             self._finish(job, status, error)
 
     async def _store(self, job: Job, index: int, image: Image.Image) -> None:
         item = job.items[index]
+        assert self.runner is not None
         if job.kind == "refine":
             provenance = postprocess.refine_provenance(
                 item,
                 model=job.model,
-                scheduler=type(self._refiner.scheduler).__name__,
+                scheduler=type(self.runner.refiner.scheduler).__name__,
                 watermark=self.settings.watermark,
                 parent_id=job.parent_id,
             )
         else:
-            provenance = postprocess.generate_provenance(
-                item,
-                model=job.model,
-                scheduler=type(self._base.scheduler).__name__,
-                watermark=self.settings.watermark,
-            )
+            setup = item.setup
+            scheduler = setup.scheduler or self.runner.scheduler_names.get(setup.model, "default")
+            provenance = postprocess.generate_provenance(item, scheduler=scheduler, watermark=self.settings.watermark)
         started = time.perf_counter()
         try:
             png = await asyncio.to_thread(postprocess.encode, image, provenance)
@@ -464,11 +573,3 @@ def _object_metadata(job: Job, record: ImageRecord) -> dict[str, str]:
 def _decode_png(data: bytes) -> Image.Image:
     with Image.open(io.BytesIO(data)) as image:
         return image.convert("RGB")
-
-
-def _free_device_memory() -> None:
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()

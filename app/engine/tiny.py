@@ -1,4 +1,5 @@
-"""Tiny, randomly initialised SDXL base + refiner pair, built locally.
+"""Tiny, randomly initialised SDXL models built locally: a base + refiner pair and the extras that exercise the
+model registry (a second base, an alternate VAE, a ControlNet and a LoRA).
 
 Why this exists: there is no model hub reachable from where this service is developed and tested, so the tests
 and the offline demo need real SDXL *pipelines* that can be produced from nothing.  This module builds them from
@@ -34,7 +35,7 @@ from typing import Any
 
 __all__ = ["TINY_VERSION", "TinyModelPaths", "ensure_tiny_models"]
 
-TINY_VERSION = "tiny-v1"
+TINY_VERSION = "tiny-v2"
 """Name of the directory under the cache dir; bump it whenever the architecture or seeding changes."""
 
 _MARKER = "complete.json"
@@ -48,21 +49,37 @@ _build_lock = threading.Lock()
 
 @dataclass(frozen=True)
 class TinyModelPaths:
-    """Directories loadable with ``from_pretrained``."""
+    """Directories loadable with ``from_pretrained`` (the LoRA: a directory of safetensors files)."""
 
     base: Path
     refiner: Path
+    base_b: Path  # a second base with other weights, so that switching models is observable
+    vae_b: Path  # an AutoencoderKL with other weights, for per-request VAE choice
+    controlnet: Path  # an SDXL ControlNet for the base, with non-zero output convolutions
+    loras: Path  # tiny-lora.safetensors, for the base UNet
+
+
+def _paths(root: Path) -> TinyModelPaths:
+    return TinyModelPaths(
+        base=root / "base",
+        refiner=root / "refiner",
+        base_b=root / "base-b",
+        vae_b=root / "vae-b",
+        controlnet=root / "controlnet",
+        loras=root / "loras",
+    )
 
 
 def ensure_tiny_models(cache_dir: Path) -> TinyModelPaths:
     """Return the tiny base/refiner directories under ``cache_dir``, building them first if needed.
 
-    Layout: ``cache_dir/tiny-v1/{base,refiner,complete.json}``.  Safe to call concurrently from several threads
-    and processes; the first to finish publishes, the others discard their copy and use the published one.
+    Layout: ``cache_dir/tiny-v2/{base,refiner,base-b,vae-b,controlnet,loras,complete.json}``.  Safe to call
+    concurrently from several threads and processes; the first to finish publishes, the others discard their
+    copy and use the published one.
     """
     cache_dir = Path(cache_dir)
     root = cache_dir / TINY_VERSION
-    paths = TinyModelPaths(base=root / "base", refiner=root / "refiner")
+    paths = _paths(root)
     if _is_complete(root):
         return paths
 
@@ -88,6 +105,12 @@ def ensure_tiny_models(cache_dir: Path) -> TinyModelPaths:
 
 
 # --------------------------------------------------------------------------------------------------- publishing
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import version
+
+    return version(dist)
 
 
 def _is_complete(root: Path) -> bool:
@@ -124,20 +147,27 @@ def _remove_stale_tmp_dirs(cache_dir: Path) -> None:
 
 
 def _build(out: Path) -> None:
-    """Build both pipelines into ``out/base`` and ``out/refiner``, then write the marker (last)."""
+    """Build everything into ``out``, then write the marker (last)."""
     import diffusers
     import torch
     import transformers
 
+    paths = _paths(out)
     # fork_rng: seeding for reproducible weights must not disturb the caller's global RNG state.
     with torch.random.fork_rng(devices=[]):
-        base, refiner = _make_pipelines()
-        base.save_pretrained(out / "base", safe_serialization=True)
-        refiner.save_pretrained(out / "refiner", safe_serialization=True)
+        base, refiner = _make_pipelines(_SEED)
+        base.save_pretrained(paths.base, safe_serialization=True)
+        refiner.save_pretrained(paths.refiner, safe_serialization=True)
+        base_b, _ = _make_pipelines(_SEED + 1000)
+        base_b.save_pretrained(paths.base_b, safe_serialization=True)
+        _make_vae(_SEED + 2000).save_pretrained(paths.vae_b, safe_serialization=True)
+        _make_controlnet(base.unet, _SEED + 3000).save_pretrained(paths.controlnet, safe_serialization=True)
+        _save_lora(base, paths.loras, _SEED + 4000)
 
     marker = {
         "format": TINY_VERSION,
         "seed": _SEED,
+        "peft": _version("peft"),
         "torch": torch.__version__,
         "diffusers": diffusers.__version__,
         "transformers": transformers.__version__,
@@ -145,7 +175,66 @@ def _build(out: Path) -> None:
     (out / _MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
 
 
-def _make_pipelines() -> tuple[Any, Any]:
+def _make_vae(seed: int) -> Any:
+    import diffusers
+    import torch
+
+    torch.manual_seed(seed)
+    return diffusers.AutoencoderKL(  # type: ignore[no-untyped-call]
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 8, 16, 16),  # 4 blocks -> 3 downsamplings -> vae_scale_factor 8, as in SDXL
+        layers_per_block=1,
+        norm_num_groups=8,
+        latent_channels=4,
+        sample_size=256,
+        scaling_factor=0.13025,
+        force_upcast=False,
+    )
+
+
+def _make_controlnet(unet: Any, seed: int) -> Any:
+    """A ControlNet copied from the base UNet, as ControlNet training starts.
+
+    Its "zero" convolutions (the conditioning embedding's output and every residual output) start at zero, which
+    would make it a no-op; random small weights there make the control image and conditioning scale matter.
+    """
+    import diffusers
+    import torch
+
+    controlnet = diffusers.ControlNetModel.from_unet(unet)
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        # The control image enters through the embedding's output; the network's group norms flatten much of
+        # it again, so it gets large weights to stay visible in a 2-step picture.
+        controlnet.controlnet_cond_embedding.conv_out.weight.normal_(0.0, 5.0)
+        for conv in [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block]:
+            conv.weight.normal_(0.0, 0.2)
+    return controlnet
+
+
+def _save_lora(base: Any, directory: Path, seed: int) -> None:
+    """A rank-4 LoRA on the base UNet's attention projections, with random (not zero) up-weights."""
+    import torch
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    torch.manual_seed(seed)
+    config = LoraConfig(
+        r=4,
+        lora_alpha=4,
+        target_modules=["to_q", "to_k", "to_v", "to_out.0"],
+        init_lora_weights=False,  # True would zero lora_B: an adapter that changes nothing
+    )
+    base.unet.add_adapter(config, adapter_name="tiny")
+    layers = get_peft_model_state_dict(base.unet, adapter_name="tiny")
+    type(base).save_lora_weights(directory, unet_lora_layers=layers, weight_name="tiny-lora.safetensors")
+    base.unet.delete_adapters("tiny")
+
+
+def _make_pipelines(first_seed: int) -> tuple[Any, Any]:
     import diffusers as _diffusers
     import torch
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
@@ -153,7 +242,7 @@ def _make_pipelines() -> tuple[Any, Any]:
     # diffusers' constructors are untyped; go through an Any-typed handle instead of silencing each call.
     diffusers: Any = _diffusers
 
-    seeds = iter(range(_SEED, _SEED + 100))
+    seeds = iter(range(first_seed, first_seed + 100))
 
     def seeded() -> None:
         # A fixed, distinct seed per module: deterministic, and the two text encoders do not come out as twins
@@ -212,20 +301,7 @@ def _make_pipelines() -> tuple[Any, Any]:
     # Refiner: 5 time ids (original size, crop coords, aesthetic score); text_encoder_2 only.
     refiner_unet = unet(cross_attention_dim=hidden_2, n_time_ids=5)
 
-    seeded()
-    vae = diffusers.AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 8, 16, 16),  # 4 blocks -> 3 downsamplings -> vae_scale_factor 8, as in SDXL
-        layers_per_block=1,
-        norm_num_groups=8,
-        latent_channels=4,
-        sample_size=256,
-        scaling_factor=0.13025,
-        force_upcast=False,
-    )
+    vae = _make_vae(next(seeds))
 
     def scheduler() -> Any:
         return diffusers.EulerDiscreteScheduler(

@@ -21,9 +21,21 @@ def test_default_limit_is_one_mib() -> None:
 
 def test_declared_length_over_the_limit_is_413_at_once(client: httpx.Client) -> None:
     body = json.dumps({"prompt": "x" * (2 * MIB)}).encode()
-    r = client.post("/generate", content=body, headers={"Content-Type": "application/json"})
+    r = client.post("/refine", content=body, headers={"Content-Type": "application/json"})
     error = assert_error(r, 413, "payload_too_large")
     assert "SDXL_MAX_BODY_BYTES" in error["message"]
+
+
+@pytest.mark.parametrize("route", ["/generate", "/img2img", "/inpaint"])
+def test_routes_that_carry_images_have_the_upload_limit(client: httpx.Client, route: str) -> None:
+    """16 MiB by default: room for a base64 input image (and a mask), and still a hard bound."""
+    under = json.dumps({"prompt": "x" * (2 * MIB)}).encode()
+    r = client.post(route, content=under, headers={"Content-Type": "application/json"})
+    assert_error(r, 422, "invalid_request", "prompt")  # parsed and refused for the prompt, not the size
+    over = json.dumps({"prompt": "x" * (17 * MIB)}).encode()
+    r = client.post(route, content=over, headers={"Content-Type": "application/json"})
+    error = assert_error(r, 413, "payload_too_large")
+    assert "SDXL_MAX_UPLOAD_BYTES" in error["message"]
 
 
 def test_chunked_body_is_cut_when_it_passes_the_limit(client: httpx.Client) -> None:
@@ -37,7 +49,7 @@ def test_chunked_body_is_cut_when_it_passes_the_limit(client: httpx.Client) -> N
             yield b"x" * 65536
         yield b'"}'
 
-    r = client.post("/generate", content=chunks(), headers={"Content-Type": "application/json"})
+    r = client.post("/refine", content=chunks(), headers={"Content-Type": "application/json"})
     assert "content-length" not in r.request.headers and r.request.headers["transfer-encoding"] == "chunked"
     assert_error(r, 413, "payload_too_large")
 

@@ -22,7 +22,7 @@ def live(model_cache: Path, tmp_path: Path) -> Iterator[LiveServer]:
 
 
 def test_out_of_memory_fails_that_job_only(live: LiveServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = pipelines.run_base
+    real = pipelines.run_generate
     failures = {"left": 0}
 
     def oom_sometimes(*args: Any, **kwargs: Any) -> Any:
@@ -31,7 +31,7 @@ def test_out_of_memory_fails_that_job_only(live: LiveServer, monkeypatch: pytest
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(pipelines, "run_base", oom_sometimes)
+    monkeypatch.setattr(pipelines, "run_generate", oom_sometimes)
     with live.client() as c:
         failures["left"] = 1
         error = assert_error(c.post("/generate", json={"prompt": "big"}), 503, "out_of_memory")
@@ -55,7 +55,7 @@ def test_unexpected_pipeline_error_is_a_clean_500(live: LiveServer, monkeypatch:
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("/secret/path/model.safetensors is corrupt")
 
-    monkeypatch.setattr(pipelines, "run_base", broken)
+    monkeypatch.setattr(pipelines, "run_generate", broken)
     with live.client() as c:
         r = c.post("/generate", json={"prompt": "x"})
     error = assert_error(r, 500, "generation_failed")
@@ -83,4 +83,4 @@ def test_metrics_follow_prometheus_naming(live: LiveServer) -> None:
         assert name in text, name
     assert 'sdxl_http_requests_total{method="POST",route="/generate",status="200"} 1.0' in text
     assert 'sdxl_images_generated_total{kind="generate"} 1.0' in text
-    assert 'sdxl_model_load_seconds_count{role="base"} 1.0' in text
+    assert 'sdxl_model_load_seconds_count{role="model"} 1.0' in text

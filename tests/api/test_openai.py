@@ -72,7 +72,8 @@ def test_extensions_are_honoured(oai: openai.OpenAI) -> None:
 
 
 def test_models_list(oai: openai.OpenAI) -> None:
-    assert [m.id for m in oai.models.list()] == ["tiny"]
+    ids = [m.id for m in oai.models.list()]
+    assert ids[0] == "tiny" and {"tiny-b", "sdxl-base", "sdxl-turbo"} <= set(ids)  # the default first
 
 
 def test_wrong_key_is_an_authentication_error(secured: LiveServer) -> None:
@@ -120,3 +121,15 @@ def test_missing_prompt_and_unknown_route_use_the_openai_shape(secured: LiveServ
         # Outside /v1/ nothing changed.
         assert_error(c.post("/generate", json={"prompt": "x", "n": 2}), 422, "invalid_request", "n")
         assert_error(httpx.get(f"{secured.url}/generate", timeout=10), 401, "unauthorized")
+
+
+def test_model_picks_a_registry_model(oai: openai.OpenAI) -> None:
+    def one(model: str) -> dict[str, Any]:
+        response = oai.images.generate(model=model, prompt="a hill", size="256x256", extra_body={"seed": 4, "steps": 2})
+        return read_provenance(_b64_pngs(response)[0])
+
+    assert one("tiny-b")["model"] == "tiny-b" and one("tiny")["model"] == "tiny"
+    with pytest.raises(openai.UnprocessableEntityError) as caught:
+        oai.images.generate(model="dall-e-3", prompt="a hill")
+    error = caught.value.response.json()["error"]
+    assert error["param"] == "model" and "tiny-b" in error["message"]

@@ -70,14 +70,25 @@ def _generate(base: Any, seed: int, output_type: str = "np") -> Any:
 
 def test_layout(built: tuple[Path, TinyModelPaths]) -> None:
     cache, paths = built
-    assert paths == TinyModelPaths(base=cache / "tiny-v1" / "base", refiner=cache / "tiny-v1" / "refiner")
-    assert (cache / "tiny-v1" / "complete.json").is_file()
-    for d in (paths.base, paths.refiner):
+    root = cache / "tiny-v2"
+    assert paths == TinyModelPaths(
+        base=root / "base",
+        refiner=root / "refiner",
+        base_b=root / "base-b",
+        vae_b=root / "vae-b",
+        controlnet=root / "controlnet",
+        loras=root / "loras",
+    )
+    assert (root / "complete.json").is_file()
+    for d in (paths.base, paths.refiner, paths.base_b):
         assert (d / "model_index.json").is_file()
         assert (d / "unet" / "diffusion_pytorch_model.safetensors").is_file()
-    assert (cache / "tiny-v1").stat().st_mode & 0o777 == 0o755
+    for d in (paths.vae_b, paths.controlnet):
+        assert (d / "config.json").is_file() and (d / "diffusion_pytorch_model.safetensors").is_file()
+    assert (paths.loras / "tiny-lora.safetensors").is_file()
+    assert root.stat().st_mode & 0o777 == 0o755
     # No temporary build directory is left behind.
-    assert sorted(p.name for p in cache.iterdir()) == ["tiny-v1"]
+    assert sorted(p.name for p in cache.iterdir()) == ["tiny-v2"]
 
 
 def test_loads_like_real_weights(pipes: tuple[Any, Any]) -> None:
@@ -129,7 +140,7 @@ def test_refiner_runs_over_base_image(pipes: tuple[Any, Any]) -> None:
 
 def test_second_call_is_fast_and_does_not_rebuild(built: tuple[Path, TinyModelPaths]) -> None:
     cache, paths = built
-    marker = cache / "tiny-v1" / "complete.json"
+    marker = cache / "tiny-v2" / "complete.json"
     before = marker.stat().st_mtime_ns
     start = time.perf_counter()
     again = ensure_tiny_models(cache)
@@ -183,7 +194,7 @@ def _fake_build(out: Path) -> None:
 
 
 def test_losing_the_publish_race_keeps_the_winner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    winner = tmp_path / "tiny-v1"
+    winner = tmp_path / "tiny-v2"
 
     def racing_build(out: Path) -> None:
         _fake_build(out)
@@ -196,7 +207,7 @@ def test_losing_the_publish_race_keeps_the_winner(tmp_path: Path, monkeypatch: p
     paths = ensure_tiny_models(tmp_path)
     assert paths.base == winner / "base"
     assert (winner / "winner").is_file()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny-v1"]  # our temp copy was discarded
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny-v2"]  # our temp copy was discarded
 
 
 def test_failed_build_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -211,15 +222,15 @@ def test_failed_build_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_incomplete_target_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "tiny-v1" / "base").mkdir(parents=True)
+    (tmp_path / "tiny-v2" / "base").mkdir(parents=True)
     monkeypatch.setattr(tiny, "_build", _fake_build)
     with pytest.raises(RuntimeError, match=r"complete\.json"):
         ensure_tiny_models(tmp_path)
 
 
 def test_stale_temp_dirs_are_cleaned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    stale = tmp_path / ".tiny-v1-building-dead.tmp"
-    fresh = tmp_path / ".tiny-v1-building-alive.tmp"
+    stale = tmp_path / ".tiny-v2-building-dead.tmp"
+    fresh = tmp_path / ".tiny-v2-building-alive.tmp"
     stale.mkdir()
     fresh.mkdir()
     old = time.time() - 2 * 3600

@@ -68,7 +68,7 @@ def test_every_event_reaches_its_url_signed_in_igi_shape(model_cache: Path, tmp_
 
     paths = {r.path for r in (loaded, unloaded[0], generated, stored)}
     assert paths == {"/loaded", "/unloaded", "/generated", "/stored?token=t"}
-    assert loaded.json()["model"] == "tiny" and loaded.json()["role"] == "base"
+    assert loaded.json()["model"] == "tiny" and loaded.json()["role"] == "model"
     assert generated.json()["seed"] == 1 and generated.json()["job_id"] == response.json()["job_id"]
     body = stored.json()
     assert body["image_id"] == image_id and body["url"] == f"/download/{image_id}"

@@ -1,0 +1,155 @@
+"""Loaded pipelines under a memory budget. Runs on the GPU owner's thread only, so loads are serialized with
+generation and nothing here needs a lock.
+
+The default model is pinned. Others are loaded on first use and evicted least-recently-used when the device
+holds more than SDXL_MODEL_CACHE_MAX_MODELS pipelines or SDXL_MODEL_CACHE_MAX_BYTES bytes. An evicted pipeline
+moves to the CPU tier (SDXL_MODEL_CPU_TIER > 0; switching back is then a copy to the device, not a disk load) or
+is dropped, and its memory really is released: nothing else keeps a reference to it.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.engine.registry import ModelEntry
+
+logger = logging.getLogger(__name__)
+
+DEVICE, CPU, DISK = "device", "cpu", "disk"
+
+
+@dataclass
+class Slot:
+    entry: ModelEntry
+    pinned: bool = False
+    pipe: Any = None
+    location: str = DISK
+    bytes: int | None = None
+    hits: int = 0  # found on the device
+    misses: int = 0  # loaded from disk or brought back from the CPU tier
+    loads: int = 0  # loads from disk
+    last_used: float | None = None
+    views: dict[Any, Any] = field(default_factory=dict)  # from_pipe pipelines sharing this one's modules
+
+
+class PipelineCache:
+    def __init__(
+        self,
+        entries: list[ModelEntry],
+        pinned: str,
+        load: Callable[[ModelEntry], Any],
+        device: str,
+        *,
+        max_models: int,
+        max_bytes: int,
+        cpu_tier: int,
+        on_change: Callable[[str, str, str], None] | None = None,
+    ):
+        self.slots = {e.name: Slot(e, pinned=e.name == pinned) for e in entries}
+        self.pinned = pinned
+        self._load = load
+        self._device_name = device
+        self.max_models, self.max_bytes, self.cpu_tier = max_models, max_bytes, cpu_tier
+        self._on_change = on_change or (lambda name, old, new: None)
+        self._on_device: OrderedDict[str, None] = OrderedDict()  # least recently used first
+        self._on_cpu: OrderedDict[str, None] = OrderedDict()
+
+    def get(self, name: str) -> Slot:
+        """The model's slot with its pipeline on the device, loading or promoting it first if needed."""
+        slot = self.slots[name]
+        slot.last_used = time.time()
+        if slot.location == DEVICE:
+            slot.hits += 1
+            self._on_device.move_to_end(name)
+            return slot
+        slot.misses += 1
+        if slot.location == CPU:
+            pipe, old = slot.pipe, CPU
+            self._on_cpu.pop(name, None)
+        else:
+            pipe, old = self._load(slot.entry), DISK  # raises ModelLoadError; then nothing has changed
+            slot.loads += 1
+        size = pipeline_bytes(pipe)
+        self._make_room(size, keep=name)
+        pipe.to(self._device_name)
+        slot.pipe, slot.location, slot.bytes = pipe, DEVICE, size
+        self._on_device[name] = None
+        self._on_change(name, old, DEVICE)
+        return slot
+
+    @property
+    def device_bytes(self) -> int:
+        return sum(self.slots[n].bytes or 0 for n in self._on_device)
+
+    def _make_room(self, incoming: int, keep: str) -> None:
+        def over() -> bool:
+            count = len(self._on_device) + 1 > self.max_models
+            size = self.max_bytes > 0 and self.device_bytes + incoming > self.max_bytes
+            return count or size
+
+        for victim in list(self._on_device):
+            if not over():
+                return
+            if victim != keep and not self.slots[victim].pinned:
+                self._evict(victim)
+        if over():
+            logger.warning("model cache over budget: only pinned or requested models are left on the device")
+
+    def _evict(self, name: str) -> None:
+        slot = self.slots[name]
+        self._on_device.pop(name, None)
+        slot.views.clear()
+        if self.cpu_tier > 0:
+            slot.pipe.to("cpu")
+            slot.location = CPU
+            self._on_cpu[name] = None
+            self._on_change(name, DEVICE, CPU)
+            while len(self._on_cpu) > self.cpu_tier:
+                self._drop(next(iter(self._on_cpu)))
+        else:
+            self._drop(name)
+
+    def _drop(self, name: str) -> None:
+        slot = self.slots[name]
+        old = slot.location
+        self._on_cpu.pop(name, None)
+        self._on_device.pop(name, None)
+        slot.pipe, slot.location, slot.views = None, DISK, {}
+        free_memory()
+        self._on_change(name, old, DISK)
+
+    def loaded(self) -> list[tuple[str, Any]]:
+        return [(n, s.pipe) for n, s in self.slots.items() if s.pipe is not None]
+
+
+def pipeline_bytes(*pipes: Any) -> int:
+    """Bytes of the distinct tensor storages behind the pipelines' modules (shared modules count once)."""
+    import torch
+
+    seen: set[tuple[str, int]] = set()
+    total = 0
+    for pipe in pipes:
+        for component in pipe.components.values():
+            if not isinstance(component, torch.nn.Module):
+                continue
+            for tensor in [*component.parameters(), *component.buffers()]:
+                storage = tensor.untyped_storage()
+                key = (str(tensor.device), storage.data_ptr())
+                if key not in seen:
+                    seen.add(key)
+                    total += storage.nbytes()
+    return total
+
+
+def free_memory() -> None:
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

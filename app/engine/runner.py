@@ -1,0 +1,163 @@
+"""Everything the GPU owner's thread holds and runs: the pipeline cache, the refiner, per-request VAEs,
+ControlNets and LoRAs. Every method here runs on that thread (through the scheduler), so loads are
+serialized with generation and no state here is ever touched by two calls at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from PIL import Image
+
+from app.config import Settings
+from app.engine import loader, pipelines, samplers
+from app.engine.adapters import apply_loras
+from app.engine.model_cache import PipelineCache, Slot, free_memory, pipeline_bytes
+from app.engine.pipelines import GenerateParams, RefineParams, with_components
+from app.engine.registry import ExtraEntry, ModelEntry, Registry
+from app.errors import InvalidRequest
+
+logger = logging.getLogger(__name__)
+
+# Called on every model placement change: (name, role, old location, new location, load seconds or None).
+OnModel = Callable[[str, str, str, str, float | None], None]
+
+
+class Components:
+    """A few loaded VAEs or ControlNets, least recently used dropped first."""
+
+    def __init__(self, load: Callable[[ExtraEntry], Any], keep: int):
+        self._load, self._keep = load, keep
+        self._items: OrderedDict[str, Any] = OrderedDict()
+
+    def get(self, entry: ExtraEntry) -> Any:
+        if entry.name in self._items:
+            self._items.move_to_end(entry.name)
+            return self._items[entry.name]
+        module = self._load(entry)
+        self._items[entry.name] = module
+        while len(self._items) > self._keep:
+            self._items.popitem(last=False)
+            free_memory()
+        return module
+
+    def names(self) -> list[str]:
+        return list(self._items)
+
+
+class Runner:
+    def __init__(self, settings: Settings, registry: Registry, placement: loader.Placement, on_model: OnModel):
+        self.settings, self.registry, self.placement = settings, registry, placement
+        self._on_model = on_model
+        # Models load onto the CPU first, so the cache can make room on the device before the copy.
+        self._staging = loader.Placement("cpu", placement.dtype_name)
+        self.cache = PipelineCache(
+            list(registry.models.values()),
+            registry.default,
+            self._load_model,
+            placement.device,
+            max_models=settings.model_cache_max_models,
+            max_bytes=settings.model_cache_max_bytes,
+            cpu_tier=settings.model_cpu_tier,
+            on_change=self._placed,
+        )
+        self._load_seconds: dict[str, float] = {}
+        self.scheduler_names: dict[str, str] = {}  # model -> its own scheduler's class, for provenance
+        self.vaes = Components(lambda e: loader.load_vae(e, settings, placement), keep=2)
+        self.controlnets = Components(lambda e: loader.load_controlnet(e, settings, placement), keep=2)
+        self.refiner: Any = None
+
+    # --- loading -------------------------------------------------------------------------------------
+    def _load_model(self, entry: ModelEntry) -> Any:
+        started = time.perf_counter()
+        vae = None
+        if entry.vae is not None:
+            vae = loader.load_vae(self.registry.vae(entry.vae, entry, "vae"), self.settings, self._staging)
+        pipe = loader.load_model(entry, self.settings, self._staging, vae=vae)
+        self._load_seconds[entry.name] = time.perf_counter() - started
+        self.scheduler_names[entry.name] = type(pipe.scheduler).__name__
+        return pipe
+
+    def _placed(self, name: str, old: str, new: str) -> None:
+        seconds = self._load_seconds.pop(name, None) if new == "device" else None
+        self._on_model(name, "model", old, new, seconds)
+
+    def load_default(self) -> Any:
+        return self.cache.get(self.registry.default).pipe
+
+    @property
+    def default_pipeline(self) -> Any:
+        return self.cache.slots[self.registry.default].pipe
+
+    def load_refiner(self) -> Any:
+        """The refiner borrows the default model's text_encoder_2 and VAE (the same objects)."""
+        if self.refiner is None:
+            started = time.perf_counter()
+            self.refiner = loader.load_refiner(self.settings, self.placement, self.default_pipeline)
+            self._on_model(self.settings.refiner, "refiner", "disk", "device", time.perf_counter() - started)
+        return self.refiner
+
+    # --- running -------------------------------------------------------------------------------------
+    def generate(self, batch: list[GenerateParams], on_step: Callable[[], None]) -> list[Image.Image]:
+        p = batch[0]
+        entry = self.registry.model(p.setup.model)
+        slot = self.cache.get(entry.name)
+        loras = [
+            (self.registry.lora(name, entry, f"loras[{i}].name"), scale)
+            for i, (name, scale) in enumerate(p.setup.loras)
+        ]
+        apply_loras(slot.pipe, loras, lambda source: loader.resolve_source(source, self.settings))
+        pipe = self._pipeline_for(slot, p)
+        overrides: dict[str, Any] = {}
+        if p.setup.scheduler is not None:
+            overrides["scheduler"] = samplers.build(p.setup.scheduler, pipe.scheduler.config)
+        if p.setup.vae is not None:
+            overrides["vae"] = self.vaes.get(self.registry.vae(p.setup.vae, entry))
+        refiner = None
+        if p.high_noise_frac is not None:
+            if self.refiner is None or entry.name != self.registry.default:
+                raise InvalidRequest("ensemble refine needs the default model and its refiner", field="refine")
+            refiner_overrides = {k: v for k, v in overrides.items() if k == "vae"}
+            if "scheduler" in overrides:
+                refiner_overrides["scheduler"] = samplers.build(p.setup.scheduler or "", self.refiner.scheduler.config)
+            refiner = with_components(self.refiner, **refiner_overrides)
+        # Through the module, so tests can inject faults (OOM, a broken pipeline) at the call itself.
+        return pipelines.run_generate(with_components(pipe, **overrides), batch, on_step, refiner)
+
+    def refine(self, p: RefineParams, on_step: Callable[[], None]) -> Image.Image:
+        return pipelines.run_refiner(self.refiner, p, on_step)
+
+    def _pipeline_for(self, slot: Slot, p: GenerateParams) -> Any:
+        """The model's pipeline for this kind of call, sharing its modules (`from_pipe`: no new weights)."""
+        import diffusers
+
+        if p.control is not None:
+            controlnet = self.controlnets.get(self.registry.controlnet(p.control.name, slot.entry))
+            # Not cached: it holds the ControlNet, which must go when `self.controlnets` drops it.
+            view = diffusers.StableDiffusionXLControlNetPipeline.from_pipe(slot.pipe, controlnet=controlnet)
+        elif p.kind == "generate":
+            return slot.pipe
+        else:
+            view = slot.views.get(p.kind)
+            if view is None:
+                cls = {
+                    "img2img": diffusers.StableDiffusionXLImg2ImgPipeline,
+                    "inpaint": diffusers.StableDiffusionXLInpaintPipeline,
+                }[p.kind]
+                view = slot.views[p.kind] = cls.from_pipe(slot.pipe)
+        view.set_progress_bar_config(disable=True)
+        return view
+
+    # --- reporting (read from the event loop; plain reads of values the owner replaces whole) -----------
+    def refiner_bytes(self) -> int:
+        return pipeline_bytes(self.refiner) if self.refiner is not None else 0
+
+    def unload_all(self) -> list[tuple[str, str]]:
+        loaded = [(name, "model") for name, _ in self.cache.loaded()]
+        if self.refiner is not None:
+            loaded.append((self.settings.refiner, "refiner"))
+        return loaded

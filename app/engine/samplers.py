@@ -1,0 +1,51 @@
+"""Schedulers ("samplers") by name, built per call from the model's own scheduler config.
+
+A scheduler object holds per-run state (its timesteps), so one is built for each pipeline call on the GPU
+owner's thread and never assigned to a pipeline other requests use. Names follow AUTOMATIC1111's labels
+(accepted too, case-insensitively) mapped onto diffusers' classes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.errors import InvalidRequest
+
+# name -> (diffusers class, options); A1111 label in the comment.
+SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "euler": ("EulerDiscreteScheduler", {}),  # Euler
+    "euler_a": ("EulerAncestralDiscreteScheduler", {}),  # Euler a
+    "heun": ("HeunDiscreteScheduler", {}),  # Heun
+    "dpmpp_2m": (  # DPM++ 2M
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "dpmsolver++", "use_karras_sigmas": False},
+    ),
+    "dpmpp_2m_karras": (  # DPM++ 2M Karras
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "dpmsolver++", "use_karras_sigmas": True},
+    ),
+    "ddim": ("DDIMScheduler", {}),  # DDIM
+    "unipc": ("UniPCMultistepScheduler", {}),  # UniPC
+}
+_LABELS = {
+    "euler a": "euler_a",
+    "dpm++ 2m": "dpmpp_2m",
+    "dpm++ 2m karras": "dpmpp_2m_karras",
+}
+
+
+def canonical(name: str, field_name: str = "scheduler") -> str:
+    key = name.strip().lower()
+    key = _LABELS.get(key, key.replace(" ", "_").replace("-", "_"))
+    if key not in SAMPLERS:
+        raise InvalidRequest(f"unknown scheduler {name!r}; choose one of: {', '.join(SAMPLERS)}", field=field_name)
+    return key
+
+
+def build(name: str, config: Any) -> Any:
+    """A fresh scheduler of the named kind, from a pipeline's scheduler config (owner thread)."""
+    import diffusers
+
+    class_name, options = SAMPLERS[name]
+    cls = getattr(diffusers, class_name)
+    return cls.from_config(config, **options)

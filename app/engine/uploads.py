@@ -1,0 +1,67 @@
+"""Decoding images that come from requests (img2img / inpaint inputs, masks, ControlNet images), safely.
+
+The order matters: the base64 text is size-checked before decoding, the format is identified from the header
+(PNG, JPEG and WebP only, so none of Pillow's other, less-trodden decoders ever runs on request data), and the
+pixel count is checked from the header before any pixel is decoded. A decompression bomb therefore costs a
+header parse, not gigabytes. Truncated or corrupt files fail the full decode and are answered 422 too.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import warnings
+
+from PIL import Image, UnidentifiedImageError
+
+from app.errors import InvalidRequest
+
+FORMATS = ("PNG", "JPEG", "WEBP")
+
+
+def decode_base64(text: str, field: str, max_bytes: int) -> bytes:
+    """Standard base64, with or without a `data:image/...;base64,` prefix."""
+    if text.startswith("data:"):
+        _, _, text = text.partition(",")
+    if len(text) * 3 // 4 > max_bytes:
+        raise InvalidRequest(f"{field} is larger than {max_bytes} bytes", field=field)
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidRequest(f"{field} must be base64 (standard alphabet, padded)", field=field) from None
+
+
+def open_image(data: bytes, field: str, *, max_pixels: int, min_side: int, mode: str = "RGB") -> Image.Image:
+    """The first frame, fully decoded and converted to `mode`, or 422 naming `field` and what is allowed."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=FORMATS)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InvalidRequest(f"{field} has too many pixels; at most {max_pixels} are accepted", field=field) from None
+    except UnidentifiedImageError:
+        raise InvalidRequest(f"{field} must be a PNG, JPEG or WebP image", field=field) from None
+    except (OSError, SyntaxError, ValueError):  # a header Pillow cannot parse, or a text chunk over its limit
+        raise InvalidRequest(f"{field} could not be read as an image (corrupt header)", field=field) from None
+    with image:
+        width, height = image.size
+        if width * height > max_pixels:
+            raise InvalidRequest(f"{field} is {width}x{height}; at most {max_pixels} pixels are accepted", field=field)
+        if min(width, height) < min_side:
+            raise InvalidRequest(
+                f"{field} is {width}x{height}; each side must be at least {min_side} pixels", field=field
+            )
+        try:
+            image.seek(0)
+            image.load()
+            return image.convert(mode)
+        except (OSError, SyntaxError, ValueError, EOFError):
+            raise InvalidRequest(f"{field} is truncated or corrupt", field=field) from None
+
+
+def fit(image: Image.Image, width: int, height: int) -> Image.Image:
+    """The image at exactly width x height (a resize only when the size differs)."""
+    if image.size == (width, height):
+        return image
+    return image.resize((width, height), Image.Resampling.LANCZOS)
