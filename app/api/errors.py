@@ -21,6 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import Scope
 
 from app.errors import ServiceError, error_body
@@ -113,12 +114,36 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 _HTTP_TYPES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type"}
 
 
+# FastAPI answers a body that is not UTF-8 with this 400; it is an invalid body like any other (422).
+_UNPARSABLE_BODY = "There was an error parsing the body"
+
+
+def _allowed_methods(scope: Scope, routes: Any) -> set[str]:
+    """Every method of every route on this path: starlette's own header names only the first route's."""
+    methods: set[str] = set()
+    probe = {**scope, "method": "\0"}  # a method no route has: a match is then a path-only match
+    for route in routes:
+        if route.matches(probe)[0] is Match.NONE:
+            continue
+        methods |= set(getattr(route, "methods", None) or ())
+        # FastAPI keeps included routers whole; their routes carry their full paths (no prefixes here).
+        if (included := getattr(route, "original_router", None)) is not None:
+            methods |= _allowed_methods(scope, included.routes)
+    return methods
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    path = route_path(request.scope)
+    if exc.status_code == 400 and exc.detail == _UNPARSABLE_BODY:
+        message = "body: the request body is not valid UTF-8 JSON"
+        return render_error(path, 422, "invalid_request", message, field="body")
     type_ = _HTTP_TYPES.get(exc.status_code, "http_error")
     message = exc.detail if isinstance(exc.detail, str) else "request failed"
-    headers = getattr(exc, "headers", None)
-    return render_error(route_path(request.scope), exc.status_code, type_, message, headers=headers)
+    headers = dict(getattr(exc, "headers", None) or {})
+    if exc.status_code == 405 and (methods := _allowed_methods(request.scope, request.app.router.routes)):
+        headers["Allow"] = ", ".join(sorted(methods))
+    return render_error(path, exc.status_code, type_, message, headers=headers)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
