@@ -37,11 +37,13 @@ lint: install-dev
 	$(PY) -m ruff format --check app tests bench
 	$(PY) -m mypy
 
-# Benchmarks on the tiny model (not part of the tests): prints a table, writes bench/results/results.{json,png}.
+# Benchmarks on the tiny model (not part of the tests): prints tables, writes bench/results/{results,models}.json
+# and results.png.
 # `make bench BENCH_ARGS=--quick` for a smoke run.
 bench: install-dev
 	$(PIP) install -q -r requirements-bench.txt
 	$(PY) -m bench $(BENCH_ARGS)
+	$(PY) -m bench.models
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -46,6 +46,11 @@ class Settings(BaseSettings):
         None, description="JSON or TOML file adding models, VAEs and ControlNets to the registry."
     )
     lora_dir: Path | None = Field(None, description="Directory of LoRA *.safetensors files, usable by name.")
+    download_models: bool = Field(
+        False,
+        description="Let a request make the service download a registry model, VAE or ControlNet from the hub. "
+        "Off: only the default model (at startup) is fetched; others must be in the hub cache or a directory.",
+    )
     model_cache_max_models: int = Field(
         2, ge=1, le=64, description="Pipelines kept on the device, the pinned default included."
     )

@@ -60,6 +60,22 @@ def test_unloadable_model_fails_with_one_clear_line(model_cache: Path, tmp_path:
     assert "Traceback" not in proc.stderr
 
 
+def test_malformed_models_file_fails_with_one_clear_line(model_cache: Path, tmp_path: Path) -> None:
+    models = tmp_path / "models.json"
+    models.write_text('{"models": {"x": {"steps": 3}}}')
+    proc = subprocess.run(
+        [sys.executable, "-m", "app", "serve", "--port", str(free_port())],
+        env=_env(model_cache, tmp_path, SDXL_MODEL="tiny", SDXL_MODELS_FILE=str(models)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "needs a 'source'" in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def test_refuses_open_non_loopback_bind(model_cache: Path, tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "app", "serve", "--host", "0.0.0.0", "--port", str(free_port())],

@@ -33,34 +33,40 @@ def apply_loras(pipe: Any, loras: list[tuple[ExtraEntry, float]], resolve: Any) 
             pipe.disable_lora()
         return
     wanted = [adapter_name(entry.name) for entry, _ in loras]
-    stale = [name for name in loaded if name not in wanted]
-    if len(loaded) + len(loras) > MAX_LOADED and stale:
-        pipe.delete_adapters(stale)
-        loaded = [name for name in loaded if name not in stale]
-    for index, (entry, _) in enumerate(loras):
-        name = adapter_name(entry.name)
-        if name not in loaded:
-            _load(pipe, entry, name, resolve, f"loras[{index}].name")
-    pipe.enable_lora()
-    pipe.set_adapters(wanted, adapter_weights=[scale for _, scale in loras])
+    try:
+        stale = [name for name in loaded if name not in wanted]
+        if len(loaded) + len(loras) > MAX_LOADED and stale:
+            pipe.delete_adapters(stale)
+            loaded = [name for name in loaded if name not in stale]
+        for entry, _ in loras:
+            if adapter_name(entry.name) not in loaded:
+                pipe.load_lora_weights(
+                    resolve(entry.source), weight_name=entry.weight_name, adapter_name=adapter_name(entry.name)
+                )
+        pipe.enable_lora()
+        pipe.set_adapters(wanted, adapter_weights=[scale for _, scale in loras])
+    except Exception as exc:
+        _refuse(pipe, loras, wanted, exc)
 
 
 def _loaded(pipe: Any) -> list[str]:
+    """Adapter names on any component (a LoRA may carry only text-encoder layers)."""
     if not hasattr(pipe, "get_list_adapters"):
         return []
-    names: list[str] = pipe.get_list_adapters().get("unet", [])
-    return names
+    return sorted({name for names in pipe.get_list_adapters().values() for name in names})
 
 
-def _load(pipe: Any, entry: ExtraEntry, name: str, resolve: Any, field: str) -> None:
-    try:
-        pipe.load_lora_weights(resolve(entry.source), weight_name=entry.weight_name, adapter_name=name)
-    except Exception as exc:
-        logger.warning("LoRA %r could not be applied: %s: %s", entry.name, type(exc).__name__, exc)
-        with contextlib.suppress(Exception):  # nothing may have been registered; the load error is what matters
-            pipe.delete_adapters([name])
-        raise InvalidRequest(
-            f"LoRA {entry.name!r} could not be applied to this model ({type(exc).__name__}); "
-            "it may be made for another base model",
-            field=field,
-        ) from exc
+def _refuse(pipe: Any, loras: list[tuple[ExtraEntry, float]], wanted: list[str], exc: Exception) -> None:
+    """Leave the pipeline un-adapted and blame the request: a LoRA made for another model is the usual cause."""
+    names = ", ".join(repr(entry.name) for entry, _ in loras)
+    logger.warning("LoRA %s could not be applied: %s: %s", names, type(exc).__name__, exc)
+    fresh = [name for name in wanted if name in _loaded(pipe)]
+    with contextlib.suppress(Exception):  # best effort: the original error is what the client needs
+        pipe.delete_adapters(fresh)
+    with contextlib.suppress(Exception):
+        pipe.disable_lora()
+    raise InvalidRequest(
+        f"LoRA {names} could not be applied to this model ({type(exc).__name__}); it may be made for another "
+        "base model",
+        field="loras",
+    ) from exc

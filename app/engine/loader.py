@@ -18,6 +18,10 @@ from app.errors import ModelLoadError
 logger = logging.getLogger(__name__)
 
 OFFLINE_HINT = "without network access to the model hub, run the built-in offline model with SDXL_MODEL=tiny"
+LOCAL_ONLY_HINT = (
+    "requests may only use weights already in the hub cache or a directory; the operator can fetch them, or set "
+    "SDXL_DOWNLOAD_MODELS=true"
+)
 
 
 @dataclass(frozen=True)
@@ -67,16 +71,26 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
-def _load(cls: Any, name: str, source: str, role: str, settings: Settings, placement: Placement, **kw: Any) -> Any:
+def _load(
+    cls: Any,
+    name: str,
+    source: str,
+    role: str,
+    settings: Settings,
+    placement: Placement,
+    local_only: bool = False,
+    **kw: Any,
+) -> Any:
     started = time.perf_counter()
     path = resolve_source(source, settings)
     variant = None if source.startswith("tiny:") else settings.variant
     try:
-        loaded = cls.from_pretrained(path, dtype=placement.dtype, variant=variant, **kw)
+        loaded = cls.from_pretrained(path, dtype=placement.dtype, variant=variant, local_files_only=local_only, **kw)
         loaded.to(placement.device)
     except Exception as exc:
         logger.debug("loading %s failed", path, exc_info=True)
-        raise ModelLoadError(f"could not load the {role} {name!r} ({_one_line(exc)}); {OFFLINE_HINT}") from exc
+        hint = LOCAL_ONLY_HINT if local_only else OFFLINE_HINT
+        raise ModelLoadError(f"could not load the {role} {name!r} ({_one_line(exc)}); {hint}") from exc
     if hasattr(loaded, "set_progress_bar_config"):
         loaded.set_progress_bar_config(disable=True)
     logger.info(
@@ -90,7 +104,9 @@ def _load(cls: Any, name: str, source: str, role: str, settings: Settings, place
     return loaded
 
 
-def load_model(entry: ModelEntry, settings: Settings, placement: Placement, vae: Any = None) -> Any:
+def load_model(
+    entry: ModelEntry, settings: Settings, placement: Placement, vae: Any = None, local_only: bool = False
+) -> Any:
     """A text-to-image pipeline for a registry entry; `vae` (a loaded module) replaces the model's own."""
     from diffusers import StableDiffusionXLPipeline
 
@@ -102,21 +118,22 @@ def load_model(entry: ModelEntry, settings: Settings, placement: Placement, vae:
         "model",
         settings,
         placement,
+        local_only,
         add_watermarker=False,
         **components,
     )
 
 
-def load_vae(entry: ExtraEntry, settings: Settings, placement: Placement) -> Any:
+def load_vae(entry: ExtraEntry, settings: Settings, placement: Placement, local_only: bool = False) -> Any:
     from diffusers import AutoencoderKL
 
-    return _load(AutoencoderKL, entry.name, entry.source, "VAE", settings, placement)
+    return _load(AutoencoderKL, entry.name, entry.source, "VAE", settings, placement, local_only)
 
 
-def load_controlnet(entry: ExtraEntry, settings: Settings, placement: Placement) -> Any:
+def load_controlnet(entry: ExtraEntry, settings: Settings, placement: Placement, local_only: bool = False) -> Any:
     from diffusers import ControlNetModel
 
-    return _load(ControlNetModel, entry.name, entry.source, "ControlNet", settings, placement)
+    return _load(ControlNetModel, entry.name, entry.source, "ControlNet", settings, placement, local_only)
 
 
 def load_refiner(settings: Settings, placement: Placement, base: Any) -> Any:

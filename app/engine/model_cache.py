@@ -18,10 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.engine.registry import ModelEntry
+from app.errors import ModelLoadError
 
 logger = logging.getLogger(__name__)
 
 DEVICE, CPU, DISK = "device", "cpu", "disk"
+FAILED_LOAD_TTL_S = 60.0
 
 
 @dataclass
@@ -36,6 +38,7 @@ class Slot:
     loads: int = 0  # loads from disk
     last_used: float | None = None
     views: dict[Any, Any] = field(default_factory=dict)  # from_pipe pipelines sharing this one's modules
+    failed: tuple[float, str] | None = None  # (monotonic time, message) of the last failed load
 
 
 class PipelineCache:
@@ -58,34 +61,59 @@ class PipelineCache:
         self.max_models, self.max_bytes, self.cpu_tier = max_models, max_bytes, cpu_tier
         self._on_change = on_change or (lambda name, old, new: None)
         self._on_device: OrderedDict[str, None] = OrderedDict()  # least recently used first
+        # Read from the event loop (GET /models) while the owner reorders _on_device: a plain int is safe to read.
+        self.device_bytes = 0
         self._on_cpu: OrderedDict[str, None] = OrderedDict()
 
     def get(self, name: str) -> Slot:
         """The model's slot with its pipeline on the device, loading or promoting it first if needed."""
         slot = self.slots[name]
-        slot.last_used = time.time()
         if slot.location == DEVICE:
             slot.hits += 1
+            slot.last_used = time.time()
             self._on_device.move_to_end(name)
             return slot
-        slot.misses += 1
         if slot.location == CPU:
             pipe, old = slot.pipe, CPU
             self._on_cpu.pop(name, None)
         else:
-            pipe, old = self._load(slot.entry), DISK  # raises ModelLoadError; then nothing has changed
+            self.refuse_if_failed(name)
+            try:
+                pipe, old = self._load(slot.entry), DISK  # raises ModelLoadError; then nothing has changed
+            except ModelLoadError as exc:
+                slot.failed = (time.monotonic(), exc.message)
+                raise
             slot.loads += 1
-        size = pipeline_bytes(pipe)
+        slot.misses += 1
+        slot.last_used = time.time()
+        size = slot.bytes if old == CPU and slot.bytes is not None else pipeline_bytes(pipe)
         self._make_room(size, keep=name)
-        pipe.to(self._device_name)
+        try:
+            self._move(pipe, self._device_name)
+        except BaseException:
+            # Out of device memory mid-copy: whatever reached the device goes back, so nothing leaks or hides.
+            if old == CPU:
+                self._move(pipe, "cpu")
+                self._on_cpu[name] = None
+            else:
+                slot.pipe, slot.location = None, DISK
+            free_memory()
+            raise
         slot.pipe, slot.location, slot.bytes = pipe, DEVICE, size
         self._on_device[name] = None
+        self.device_bytes += size
         self._on_change(name, old, DEVICE)
         return slot
 
-    @property
-    def device_bytes(self) -> int:
-        return sum(self.slots[n].bytes or 0 for n in self._on_device)
+    def refuse_if_failed(self, name: str) -> None:
+        """A model that failed to load is not tried again for FAILED_LOAD_TTL_S: every attempt would hold the GPU
+        owner (a hub timeout, a corrupt file) while queued jobs wait. Callable from the event loop."""
+        failed = self.slots[name].failed
+        if failed is None:
+            return
+        left = FAILED_LOAD_TTL_S - (time.monotonic() - failed[0])
+        if left > 0:
+            raise ModelLoadError(f"{failed[1]} (not retried for {left:.0f} s)", headers={"Retry-After": f"{left:.0f}"})
 
     def _make_room(self, incoming: int, keep: str) -> None:
         def over() -> bool:
@@ -104,9 +132,10 @@ class PipelineCache:
     def _evict(self, name: str) -> None:
         slot = self.slots[name]
         self._on_device.pop(name, None)
+        self.device_bytes -= slot.bytes or 0
         slot.views.clear()
         if self.cpu_tier > 0:
-            slot.pipe.to("cpu")
+            self._move(slot.pipe, "cpu")
             slot.location = CPU
             self._on_cpu[name] = None
             self._on_change(name, DEVICE, CPU)
@@ -114,6 +143,12 @@ class PipelineCache:
                 self._drop(next(iter(self._on_cpu)))
         else:
             self._drop(name)
+
+    def _move(self, pipe: Any, device: str) -> None:
+        # Loads are staged on the CPU; when the device is the CPU too there is nothing to copy, and diffusers'
+        # `.to()` would still walk and re-check every module (~25 ms for the tiny model).
+        if device != "cpu" or self._device_name != "cpu":
+            pipe.to(device)
 
     def _drop(self, name: str) -> None:
         slot = self.slots[name]

@@ -168,8 +168,10 @@ def run_generate(
     kwargs.update(denoising_end=p.high_noise_frac, output_type="latent")
     latents = pipe(**kwargs).images
     refined: list[Image.Image] = refiner(
-        prompt=kwargs["prompt"],
-        negative_prompt=kwargs["negative_prompt"],
+        # The refiner's one encoder is text_encoder_2, which diffusers feeds `prompt`: give it what the base's
+        # text_encoder_2 read.
+        prompt=kwargs["prompt_2"],
+        negative_prompt=kwargs["negative_prompt_2"],
         image=latents,
         num_inference_steps=p.steps,
         denoising_start=p.high_noise_frac,

@@ -149,7 +149,24 @@ def build_registry(settings: Settings) -> Registry:
     if settings.lora_dir is not None:
         loras.update(_scan_loras(settings.lora_dir))
     default = _default_model(settings.model, models)
+    _check_references(models, vaes)
     return Registry(models, vaes, controlnets, loras, default)
+
+
+def _check_references(models: dict[str, ModelEntry], vaes: dict[str, ExtraEntry]) -> None:
+    """What a models file names must exist and fit, so a typo stops startup instead of failing requests."""
+    from app.engine import samplers
+
+    for entry in models.values():
+        d = entry.defaults
+        if d.scheduler is not None and d.scheduler not in samplers.SAMPLERS:
+            raise ValueError(f"model {entry.name!r}: scheduler must be one of {', '.join(samplers.SAMPLERS)}")
+        if d.max_steps is not None and (not isinstance(d.max_steps, int) or d.max_steps < 1):
+            raise ValueError(f"model {entry.name!r}: max_steps must be a positive integer")
+        if entry.vae is not None:
+            vae = vaes.get(entry.vae)
+            if vae is None or (vae.family is not None and vae.family != entry.family):
+                raise ValueError(f"model {entry.name!r}: vae {entry.vae!r} is not a VAE of its family")
 
 
 def _default_model(value: str, models: dict[str, ModelEntry]) -> str:
@@ -159,8 +176,10 @@ def _default_model(value: str, models: dict[str, ModelEntry]) -> str:
     for entry in models.values():
         if entry.source == value:
             return entry.name
-    models[value] = ModelEntry(value, value, description="SDXL_MODEL")
-    return value
+    # A hub id ("org/name") is its own name; a directory is named "default", since requests may not carry paths.
+    name = value if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9._-]+", value) else "default"
+    models[name] = ModelEntry(name, value, description="SDXL_MODEL")
+    return name
 
 
 def _read_models_file(
@@ -193,7 +212,7 @@ def _read_models_file(
                 steps=int(spec.pop("steps", defaults.steps)),
                 guidance=float(spec.pop("guidance", defaults.guidance)),
                 refine_steps=int(spec.pop("refine_steps", defaults.refine_steps)),
-                scheduler=spec.pop("scheduler", defaults.scheduler),
+                scheduler=_scheduler(spec.pop("scheduler", defaults.scheduler)),
                 max_steps=spec.pop("max_steps", defaults.max_steps),
             ),
         )
@@ -206,6 +225,17 @@ def _read_models_file(
             target[name] = ExtraEntry(name, _source(path, name, spec.pop("source", None)), family)
             if spec:
                 raise ValueError(f"{path}: {section} entry {name!r} has unknown keys {sorted(spec)}")
+
+
+def _scheduler(name: Any) -> str | None:
+    from app.engine import samplers
+
+    if name is None:
+        return None
+    try:
+        return samplers.canonical(str(name))
+    except InvalidRequest as exc:
+        raise ValueError(exc.message) from None
 
 
 def _entries(path: Path, data: dict[str, Any], section: str) -> list[tuple[str, dict[str, Any]]]:

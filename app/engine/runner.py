@@ -67,17 +67,23 @@ class Runner:
         )
         self._load_seconds: dict[str, float] = {}
         self.scheduler_names: dict[str, str] = {}  # model -> its own scheduler's class, for provenance
-        self.vaes = Components(lambda e: loader.load_vae(e, settings, placement), keep=2)
-        self.controlnets = Components(lambda e: loader.load_controlnet(e, settings, placement), keep=2)
+        # What a request asks for may come only from local files unless the operator allows downloads: a request
+        # must not be able to make this replica fetch gigabytes while every queued job waits.
+        self._local_only = not settings.download_models
+        self.vaes = Components(lambda e: loader.load_vae(e, settings, placement, self._local_only), keep=2)
+        self.controlnets = Components(
+            lambda e: loader.load_controlnet(e, settings, placement, self._local_only), keep=2
+        )
         self.refiner: Any = None
 
     # --- loading -------------------------------------------------------------------------------------
     def _load_model(self, entry: ModelEntry) -> Any:
         started = time.perf_counter()
+        local_only = self._local_only and entry.name != self.registry.default  # the default loads at startup
         vae = None
         if entry.vae is not None:
-            vae = loader.load_vae(self.registry.vae(entry.vae, entry, "vae"), self.settings, self._staging)
-        pipe = loader.load_model(entry, self.settings, self._staging, vae=vae)
+            vae = loader.load_vae(self.registry.vaes[entry.vae], self.settings, self._staging, local_only)
+        pipe = loader.load_model(entry, self.settings, self._staging, vae=vae, local_only=local_only)
         self._load_seconds[entry.name] = time.perf_counter() - started
         self.scheduler_names[entry.name] = type(pipe.scheduler).__name__
         return pipe
@@ -110,7 +116,7 @@ class Runner:
             (self.registry.lora(name, entry, f"loras[{i}].name"), scale)
             for i, (name, scale) in enumerate(p.setup.loras)
         ]
-        apply_loras(slot.pipe, loras, lambda source: loader.resolve_source(source, self.settings))
+        apply_loras(slot.pipe, loras, self._resolve)
         pipe = self._pipeline_for(slot, p)
         overrides: dict[str, Any] = {}
         if p.setup.scheduler is not None:
@@ -129,7 +135,12 @@ class Runner:
         return pipelines.run_generate(with_components(pipe, **overrides), batch, on_step, refiner)
 
     def refine(self, p: RefineParams, on_step: Callable[[], None]) -> Image.Image:
+        # The refiner shares the default model's text_encoder_2, where a LoRA may have text-encoder layers.
+        apply_loras(self.default_pipeline, [], self._resolve)
         return pipelines.run_refiner(self.refiner, p, on_step)
+
+    def _resolve(self, source: str) -> str:
+        return loader.resolve_source(source, self.settings)
 
     def _pipeline_for(self, slot: Slot, p: GenerateParams) -> Any:
         """The model's pipeline for this kind of call, sharing its modules (`from_pipe`: no new weights)."""
@@ -138,7 +149,9 @@ class Runner:
         if p.control is not None:
             controlnet = self.controlnets.get(self.registry.controlnet(p.control.name, slot.entry))
             # Not cached: it holds the ControlNet, which must go when `self.controlnets` drops it.
-            view = diffusers.StableDiffusionXLControlNetPipeline.from_pipe(slot.pipe, controlnet=controlnet)
+            view = diffusers.StableDiffusionXLControlNetPipeline.from_pipe(
+                slot.pipe, controlnet=controlnet, add_watermarker=False
+            )
         elif p.kind == "generate":
             return slot.pipe
         else:
@@ -148,7 +161,8 @@ class Runner:
                     "img2img": diffusers.StableDiffusionXLImg2ImgPipeline,
                     "inpaint": diffusers.StableDiffusionXLInpaintPipeline,
                 }[p.kind]
-                view = slot.views[p.kind] = cls.from_pipe(slot.pipe)
+                # from_pipe would otherwise switch diffusers' own watermarker back on: we mark the final image.
+                view = slot.views[p.kind] = cls.from_pipe(slot.pipe, add_watermarker=False)
         view.set_progress_bar_config(disable=True)
         return view
 

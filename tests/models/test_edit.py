@@ -100,3 +100,19 @@ def test_inpaint_needs_exactly_one_image_and_one_mask(client: httpx.Client) -> N
     assert_error(r, 404, "not_found", "mask_id")
     r = _edit(client, "/img2img", image_id="../../etc/passwd")
     assert_error(r, 422, "invalid_request", "image_id")
+
+
+def test_views_never_run_diffusers_own_watermarker(server: LiveServer) -> None:
+    """We watermark the final image ourselves (or not, with SDXL_WATERMARK=false); from_pipe must not add one."""
+    from app.engine.pipelines import Control, GenerateParams, Setup
+
+    runner = server.service.runner
+    slot = runner.cache.slots["tiny"]
+    image = Image.new("RGB", (256, 256))
+    for fields in (
+        {"kind": "img2img", "image": image, "strength": 0.5},
+        {"kind": "inpaint", "image": image, "mask": image.convert("L"), "strength": 0.5},
+        {"control": Control("tiny-controlnet", image, 1.0)},
+    ):
+        params = GenerateParams("p", None, None, None, 256, 256, 2, 5.0, 1, Setup("tiny"), **fields)  # type: ignore[arg-type]
+        assert runner._pipeline_for(slot, params).watermark is None, fields

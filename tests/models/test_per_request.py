@@ -76,7 +76,7 @@ def test_lora_from_the_operators_directory(live: LiveServer) -> None:
         )
         twice = [{"name": "tiny-lora"}, {"name": "tiny-lora"}]
         assert_error(c.post("/generate", json={**REQUEST, "loras": twice}), 422, "invalid_request", "loras")
-        for bad in ("../../etc/passwd", "/tmp/x.safetensors"):
+        for bad in ("../../etc/passwd", "/tmp/x.safetensors", "loras/tiny-lora", "tiny-lora.safetensors"):
             assert c.post("/generate", json={**REQUEST, "loras": [{"name": bad}]}).status_code == 422
 
 
@@ -185,3 +185,14 @@ def test_ensemble_refine_on_generate(live: LiveServer) -> None:
         assert_error(c.post("/generate", json=too_few), 422, "invalid_request", "refine.high_noise_frac")
         other = {**REQUEST, "model": "tiny-b", "refine": {"mode": "ensemble"}}
         assert_error(c.post("/generate", json=other), 422, "invalid_request", "refine")
+
+
+def test_a_lora_never_leaks_into_refine(live: LiveServer) -> None:
+    """The tiny LoRA has text_encoder_2 layers, and the refiner shares that encoder with the default model."""
+    with live.client() as c:
+        source = c.post("/generate", json=REQUEST).json()["id"]
+        refine = {"id": source, "prompt": "detailed", "seed": 9, "strength": 0.5}
+        before = c.post("/refine", json=refine, headers={"Accept": "image/png"}).content
+        _png(c, loras=[{"name": "tiny-lora", "scale": 1.0}])  # leaves the adapter loaded on text_encoder_2
+        after = c.post("/refine", json=refine, headers={"Accept": "image/png"}).content
+        assert _diff(before, after) == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import time
 import weakref
 from typing import Any
 
@@ -94,7 +95,8 @@ def test_unknown_model_is_422_listing_the_choices(tiered: LiveServer) -> None:
         )
         assert "tiny-b" in error["message"] and "sdxl-turbo" in error["message"]
         # Paths and URLs are never loaded: they are just unknown names (or fail the name pattern).
-        for bad in ("/etc/passwd", "../tiny", "https://example.invalid/model", "tiny\x00"):
+        # "stabilityai/sdxl-turbo" passes the name pattern but is a source, not a name: looked up, not loaded.
+        for bad in ("/etc/passwd", "../tiny", "https://example.invalid/model", "tiny\x00", "stabilityai/sdxl-turbo"):
             r = c.post("/generate", json={**REQUEST, "model": bad})
             assert r.status_code == 422, (bad, r.text)
 
@@ -152,3 +154,17 @@ def test_an_evicted_pipeline_is_really_freed(model_cache, tmp_path) -> None:  # 
         assert unet() is None, gc.get_referrers(unet())
     finally:
         live.stop()
+
+
+def test_requests_cannot_make_the_server_download_models(tiered: LiveServer) -> None:
+    """sdxl-turbo is in the registry but not on this machine: with downloads off (the default) the load looks at
+    local files only, fails at once, and is not retried for a while."""
+    with tiered.client() as c:
+        started = time.monotonic()
+        error = assert_error(c.post("/generate", json={**REQUEST, "model": "sdxl-turbo"}), 503, "model_load_failed")
+        assert "SDXL_DOWNLOAD_MODELS" in error["message"]
+        assert time.monotonic() - started < 20
+        again = c.post("/generate", json={**REQUEST, "model": "sdxl-turbo"})
+        assert_error(again, 503, "model_load_failed")
+        assert "not retried" in again.json()["error"]["message"] and int(again.headers["retry-after"]) > 0
+        assert c.get("/ready").status_code == 200
