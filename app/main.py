@@ -13,6 +13,7 @@ from app.api import edit, generate, health, images, jobs, metrics, models, opena
 from app.api.auth import ApiKeyMiddleware
 from app.api.body_limit import BodyLimitMiddleware
 from app.api.errors import install_error_handlers
+from app.api.openapi import document_auth
 from app.api.request_log import RequestLogMiddleware
 from app.config import Settings
 from app.engine.service import ImageService
@@ -50,6 +51,7 @@ def create_app(settings: Settings, *, on_fatal: Callable[[], None] | None = None
         lifespan=lifespan,
     )
     app.state.auth_enabled = bool(settings.api_keys)
+    document_auth(app, app.state.auth_enabled)
     install_error_handlers(app)
     for module in (generate, edit, refine, images, jobs, models, openai_images, metrics, health):
         app.include_router(module.router)

@@ -99,3 +99,19 @@ def test_key_matches_checks_every_candidate() -> None:
     assert key_matches(["a", "k"], ("k",))
     assert not key_matches(["a", "b"], ("k",))
     assert not key_matches([], ("k",))
+
+
+def test_the_schema_declares_the_key(secured: LiveServer, server: LiveServer) -> None:
+    """/docs and generated clients learn that a key is needed (and where), but only where one is configured."""
+    with secured.client(headers={"X-API-Key": KEY}) as c:
+        schema = c.get("/openapi.json").json()
+    assert schema["components"]["securitySchemes"]["ApiKeyHeader"] == {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-API-Key",
+    }
+    assert schema["security"] == [{"ApiKeyHeader": []}, {"Bearer": []}]
+    assert schema["paths"]["/health"]["get"]["security"] == [] and schema["paths"]["/ready"]["get"]["security"] == []
+    assert "security" not in schema["paths"]["/generate"]["post"]  # the document-wide requirement applies
+    with server.client() as c:
+        assert "security" not in c.get("/openapi.json").json()

@@ -112,7 +112,7 @@ def _make_known_ids(live: LiveServer) -> list[str]:
 def _openapi() -> dict[str, Any]:
     # The app's own schema, built without starting anything (create_app has no side effects; its lifespan does the
     # work). test_served_schema_is_the_fuzzed_one checks that the server serves exactly this document.
-    return create_app(Settings(model="tiny")).openapi()
+    return create_app(Settings(model="tiny", generation_auth_key=KEY)).openapi()
 
 
 # Loaded at import, not from a fixture: schemathesis.pytest.from_fixture breaks on pytest 9.2 (it sets the

@@ -21,6 +21,8 @@ def models_file(model_cache: Path, directory: Path) -> Path:
             # Another name for tiny-b's weights: a third model to switch to, loaded from a plain directory.
             "tiny-c": {"source": str(paths.base_b), "family": "tiny", "steps": 3, "description": "from a file"},
             "broken": {"source": str(directory / "no-such-model"), "family": "tiny"},
+            # The default model's weights with another VAE swapped in at load time (a per-model VAE).
+            "tiny-with-vae-b": {"source": str(paths.base), "family": "tiny", "vae": "tiny-vae-b"},
         }
     }
     path = directory / "models.json"

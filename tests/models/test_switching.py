@@ -168,3 +168,12 @@ def test_requests_cannot_make_the_server_download_models(tiered: LiveServer) -> 
         assert_error(again, 503, "model_load_failed")
         assert "not retried" in again.json()["error"]["message"] and int(again.headers["retry-after"]) > 0
         assert c.get("/ready").status_code == 200
+
+
+def test_a_per_model_vae_from_the_registry(tiered: LiveServer) -> None:
+    """A registry entry may name its VAE: the same as asking for that VAE per request on the same weights."""
+    with tiered.client() as c:
+        per_model = _png(c, model="tiny-with-vae-b")
+        per_request = _png(c, vae="tiny-vae-b")
+        assert np.abs(pixels(per_model) - pixels(per_request)).mean() == 0
+        assert np.abs(pixels(per_model) - pixels(_png(c))).mean() > 5

@@ -1,0 +1,35 @@
+"""The OpenAPI document, with the API key the auth middleware enforces declared in it.
+
+Auth is middleware (see auth.py), which FastAPI cannot see; without this, /docs and generated clients would not
+know a key is needed. Declared only when a key is configured, so the document says what this server does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from app.api.auth import PUBLIC_PATHS
+
+SCHEMES = {
+    "ApiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+    "Bearer": {"type": "http", "scheme": "bearer", "description": "The same key, as `Authorization: Bearer <key>`"},
+}
+
+
+def document_auth(app: FastAPI, enabled: bool) -> None:
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+            if enabled:
+                schema.setdefault("components", {})["securitySchemes"] = SCHEMES
+                schema["security"] = [{name: []} for name in SCHEMES]  # either one
+                for path in PUBLIC_PATHS:
+                    for operation in schema["paths"].get(path, {}).values():
+                        operation["security"] = []
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
