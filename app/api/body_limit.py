@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.errors import route_path
 from app.errors import error_body
 
 
@@ -37,7 +38,7 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        upload = scope.get("path") in self.upload_paths and scope.get("method") == "POST"
+        upload = route_path(scope) in self.upload_paths and scope.get("method") == "POST"
         limit = self.upload_bytes if upload else self.max_bytes
         setting = "SDXL_MAX_UPLOAD_BYTES" if upload else "SDXL_MAX_BODY_BYTES"
         declared = Headers(scope=scope).get("content-length")

@@ -16,7 +16,7 @@ from PIL import Image
 from app.config import Settings
 from app.engine import loader, pipelines, samplers
 from app.engine.adapters import apply_loras
-from app.engine.model_cache import PipelineCache, Slot, free_memory, pipeline_bytes
+from app.engine.model_cache import PipelineCache, Slot, free_memory
 from app.engine.pipelines import GenerateParams, RefineParams, with_components
 from app.engine.registry import ExtraEntry, ModelEntry, Registry
 from app.errors import InvalidRequest
@@ -44,9 +44,6 @@ class Components:
             self._items.popitem(last=False)
             free_memory()
         return module
-
-    def names(self) -> list[str]:
-        return list(self._items)
 
 
 class Runner:
@@ -127,9 +124,10 @@ class Runner:
         if p.high_noise_frac is not None:
             if self.refiner is None or entry.name != self.registry.default:
                 raise InvalidRequest("ensemble refine needs the default model and its refiner", field="refine")
+            # The refiner finishes the same picture: the same VAE, and the same kind of scheduler from its own config.
             refiner_overrides = {k: v for k, v in overrides.items() if k == "vae"}
-            if "scheduler" in overrides:
-                refiner_overrides["scheduler"] = samplers.build(p.setup.scheduler or "", self.refiner.scheduler.config)
+            if p.setup.scheduler is not None:
+                refiner_overrides["scheduler"] = samplers.build(p.setup.scheduler, self.refiner.scheduler.config)
             refiner = with_components(self.refiner, **refiner_overrides)
         # Through the module, so tests can inject faults (OOM, a broken pipeline) at the call itself.
         return pipelines.run_generate(with_components(pipe, **overrides), batch, on_step, refiner)
@@ -165,10 +163,6 @@ class Runner:
                 view = slot.views[p.kind] = cls.from_pipe(slot.pipe, add_watermarker=False)
         view.set_progress_bar_config(disable=True)
         return view
-
-    # --- reporting (read from the event loop; plain reads of values the owner replaces whole) -----------
-    def refiner_bytes(self) -> int:
-        return pipeline_bytes(self.refiner) if self.refiner is not None else 0
 
     def unload_all(self) -> list[tuple[str, str]]:
         loaded = [(name, "model") for name, _ in self.cache.loaded()]
