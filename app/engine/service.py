@@ -217,7 +217,10 @@ class ImageService:
         control = None
         if req.controlnet is not None:
             control = await self._upload(req.controlnet.image, "controlnet.image")
-        items = params.generate_params(self.settings, req, registry, control)
+        if control is None:
+            items = params.generate_params(self.settings, req, registry)
+        else:  # resizing the control image to the output size is not work for the event loop
+            items = await asyncio.to_thread(params.generate_params, self.settings, req, registry, control)
         if req.refine is not None:
             await self.refiner()
         return self._enqueue(self._job("generate", items))
@@ -229,7 +232,8 @@ class ImageService:
         mask = None
         if isinstance(req, InpaintRequest):
             mask = await self._input(req.mask, req.mask_id, "mask", mode="L")
-        items = params.edit_params(self.settings, req, registry, image, mask)
+        # Off the event loop: the inputs may be resized to the output size.
+        items = await asyncio.to_thread(params.edit_params, self.settings, req, registry, image, mask)
         job = self._job(items[0].kind, items)
         job.parent_id = req.image_id
         return self._enqueue(job)
