@@ -8,6 +8,7 @@ what is allowed.
 from __future__ import annotations
 
 import secrets
+from typing import Any
 
 from PIL import Image
 
@@ -75,10 +76,38 @@ def _guidance(entry: ModelEntry, requested: float | None) -> float:
     return entry.defaults.guidance if requested is None else requested
 
 
+def _per_image(
+    req: GenerateRequest | Img2ImgRequest,
+    entry: ModelEntry,
+    setup: Setup,
+    width: int,
+    height: int,
+    steps: int,
+    **extra: Any,
+) -> list[GenerateParams]:
+    """One entry per image; image i gets seed + i (wrapping), as AUTOMATIC1111 does."""
+    seed = _seed(req.seed)
+    return [
+        GenerateParams(
+            prompt=req.prompt,
+            negative_prompt=req.negative_prompt,
+            prompt_2=req.prompt_2,
+            negative_prompt_2=req.negative_prompt_2,
+            width=width,
+            height=height,
+            steps=steps,
+            guidance=_guidance(entry, req.guidance_scale),
+            seed=(seed + i) % (MAX_SEED + 1),
+            setup=setup,
+            **extra,
+        )
+        for i in range(req.num_images)
+    ]
+
+
 def generate_params(
     settings: Settings, req: GenerateRequest, registry: Registry, control: Image.Image | None = None
 ) -> list[GenerateParams]:
-    """One entry per image; image i gets seed + i (wrapping), as AUTOMATIC1111 does."""
     entry, setup = resolve_setup(settings, req, registry)
     width, height = req.width or entry.defaults.size, req.height or entry.defaults.size
     check_size(settings, width, height)
@@ -104,24 +133,7 @@ def generate_params(
         registry.controlnet(req.controlnet.name, entry)
         assert control is not None, "the service decodes the control image"
         ctrl = Control(req.controlnet.name, uploads.fit(control, width, height), req.controlnet.conditioning_scale)
-    seed = _seed(req.seed)
-    return [
-        GenerateParams(
-            prompt=req.prompt,
-            negative_prompt=req.negative_prompt,
-            prompt_2=req.prompt_2,
-            negative_prompt_2=req.negative_prompt_2,
-            width=width,
-            height=height,
-            steps=steps,
-            guidance=_guidance(entry, req.guidance_scale),
-            seed=(seed + i) % (MAX_SEED + 1),
-            setup=setup,
-            control=ctrl,
-            high_noise_frac=frac,
-        )
-        for i in range(req.num_images)
-    ]
+    return _per_image(req, entry, setup, width, height, steps, control=ctrl, high_noise_frac=frac)
 
 
 def edit_params(
@@ -148,29 +160,11 @@ def edit_params(
             f"num_inference_steps * strength must be at least 1, got {steps} * {req.strength:g}",
             field="strength",
         )
-    seed = _seed(req.seed)
+    kind = "inpaint" if mask is not None else "img2img"
     image = uploads.fit(image, width, height)
     mask = uploads.fit(mask, width, height) if mask is not None else None
-    return [
-        GenerateParams(
-            prompt=req.prompt,
-            negative_prompt=req.negative_prompt,
-            prompt_2=req.prompt_2,
-            negative_prompt_2=req.negative_prompt_2,
-            width=width,
-            height=height,
-            steps=steps,
-            guidance=_guidance(entry, req.guidance_scale),
-            seed=(seed + i) % (MAX_SEED + 1),
-            setup=setup,
-            kind="inpaint" if mask is not None else "img2img",
-            image=image,
-            mask=mask,
-            strength=req.strength,
-            parent_id=req.image_id,
-        )
-        for i in range(req.num_images)
-    ]
+    extra = {"kind": kind, "image": image, "mask": mask, "strength": req.strength, "parent_id": req.image_id}
+    return _per_image(req, entry, setup, width, height, steps, **extra)
 
 
 def check_refine_steps(settings: Settings, req: RefineRequest, defaults: Defaults) -> int:
