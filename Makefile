@@ -1,25 +1,37 @@
-# One way to install, run, test and lint, the same locally and in CI.
+# One way to install, run, test and lint, the same locally and in CI. Every install comes from lock/
+# (exact versions and hashes); the ranges in requirements*.txt only feed `make lock`.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PIP := $(PY) -m pip
-# requirements.txt leaves torch open for GPU users; the Makefile pins one release so a fresh venv
-# resolves fast and the same everywhere. Override with e.g. `make install TORCH='torch>=2.4'`.
-TORCH ?= torch==2.13.0
+UV := $(VENV)/bin/uv
+# uv does not read pip's configuration: hand it pip's find-links, where a machine may keep the CPU build of
+# torch that lock/*-cpu.txt names (empty elsewhere; see the README's "Dependencies and the lock").
+export UV_FIND_LINKS ?= $(PIP_FIND_LINKS)
+# The project is built by the locked setuptools, not a fresh download of the newest one. --compile-bytecode:
+# uv does not write .pyc files by default (pip does), and where PYTHONDONTWRITEBYTECODE is set nothing else
+# will, so every server start and test subprocess would compile transformers and torch from source again.
+INSTALL_PROJECT = $(UV) pip install -q --compile-bytecode --python $(PY) --no-deps --no-build-isolation -e .
+LOCK_FLAGS = -q --python-version 3.11 --python-platform x86_64-manylinux_2_28 --generate-hashes \
+	--excludes lock/excludes.txt --custom-compile-command "make lock"
 
-.PHONY: install install-dev serve test lint bench clean
+.PHONY: install install-dev serve test lint bench lock clean
 
-$(VENV)/.installed: requirements.txt
+# uv itself comes from a hash-pinned file through the venv's own pip; it then installs the lock exactly
+# (`uv pip sync` also removes anything the lock does not name).
+$(UV): lock/uv.txt
 	python3 -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q "$(TORCH)"
-	$(PIP) install -q -r requirements.txt
-	$(PIP) install -q --no-deps "invisible-watermark>=0.2.0"
-	$(PIP) install -q --no-deps -e .
+	$(VENV)/bin/pip install -q --no-deps --require-hashes -r lock/uv.txt
 	touch $@
 
-$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
-	$(PIP) install -q -r requirements-dev.txt
+$(VENV)/.installed: $(UV) lock/runtime-cpu.txt pyproject.toml
+	$(UV) pip sync -q --compile-bytecode --python $(PY) lock/runtime-cpu.txt
+	$(INSTALL_PROJECT)
+	rm -f $(VENV)/.installed-dev  # the sync removed the dev tools
 	touch $@
+
+$(VENV)/.installed-dev: $(UV) lock/dev-cpu.txt pyproject.toml
+	$(UV) pip sync -q --compile-bytecode --python $(PY) lock/dev-cpu.txt
+	$(INSTALL_PROJECT)
+	touch $@ $(VENV)/.installed  # the dev lock holds the runtime lock's versions (tests/test_lock.py)
 
 install: $(VENV)/.installed
 
@@ -41,9 +53,24 @@ lint: install-dev
 # and results.png.
 # `make bench BENCH_ARGS=--quick` for a smoke run.
 bench: install-dev
-	$(PIP) install -q -r requirements-bench.txt
 	$(PY) -m bench $(BENCH_ARGS)
 	$(PY) -m bench.models
+
+# Re-resolve every lock from the ranges (requirements*.txt, lock/torch.txt), then run `make test`: see the
+# README for upgrading safely. The dev lock is resolved first; the runtime locks are held to its versions, so
+# what the tests ran is what a deploy installs. The CUDA lock is held to the CPU lock's versions except torch
+# (lock/.cpu-versions.txt leaves it out), and resolved without pip's find-links so it takes PyPI's CUDA build.
+lock: $(UV)
+	$(UV) pip compile $(LOCK_FLAGS) lock/uv.in -o lock/uv.txt
+	$(UV) pip compile $(LOCK_FLAGS) requirements.txt requirements-dev.txt requirements-bench.txt lock/torch.txt \
+		-o lock/dev-cpu.txt
+	$(UV) pip compile $(LOCK_FLAGS) requirements.txt lock/torch.txt -c lock/dev-cpu.txt -o lock/runtime-cpu.txt
+	$(UV) pip compile -q --python-version 3.11 --python-platform x86_64-manylinux_2_28 --excludes lock/excludes.txt \
+		--no-header --no-annotate --no-emit-package torch requirements.txt -c lock/dev-cpu.txt \
+		-o lock/.cpu-versions.txt
+	UV_FIND_LINKS= $(UV) pip compile $(LOCK_FLAGS) requirements.txt lock/torch.txt -c lock/.cpu-versions.txt \
+		-o lock/runtime-cuda.txt
+	rm lock/.cpu-versions.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -32,6 +32,7 @@ from starlette.routing import Match
 from app.__main__ import build_parser
 from app.api.auth import PUBLIC_PATHS
 from app.config import Settings
+from app.engine.versions import read_lock
 
 ROOT = Path(__file__).resolve().parent.parent
 TASK = ROOT / "dstack" / "task.dstack.yml"
@@ -183,17 +184,18 @@ def test_serve_command_binds_all_interfaces_on_the_published_port(path: Path) ->
 
 
 @pytest.mark.parametrize("path", [TASK, SERVICE], ids=lambda p: p.name)
-def test_commands_install_the_project_and_the_watermark_without_deps(path: Path) -> None:
+def test_commands_install_the_cuda_lock_and_nothing_else(path: Path) -> None:
     commands = [shlex.split(c) for c in parse(path).commands]
     installs = [c for c in commands if c[:2] == ["pip", "install"]]
-    assert ["pip", "install", "-r", "requirements.txt"] in installs
-    assert ["pip", "install", "--no-deps", "-e", "."] in installs
-    watermark = [c for c in installs if any(t.startswith("invisible-watermark") for t in c)]
-    assert watermark, "invisible-watermark is installed (SDXL's watermark)"
-    # Its opencv-python dependency would land in the same cv2/ folder as opencv-python-headless (libGL trap).
-    assert all("--no-deps" in c for c in watermark)
-    requirements = (ROOT / "requirements.txt").read_text().lower()
-    assert "invisible-watermark" not in re.sub(r"#.*", "", requirements), "it must not come in via -r as well"
+    assert installs == [
+        ["pip", "install", "--no-deps", "--require-hashes", "-r", "lock/runtime-cuda.txt"],
+        ["pip", "install", "--no-deps", "--no-build-isolation", "-e", "."],
+    ], "exactly the tested versions (GPU build of torch), then the project built by the locked setuptools"
+    assert not [c for c in commands if "uv" in c[:1] or c[:1] == ["conda"]], "no second installer"
+    lock = ROOT / "lock" / "runtime-cuda.txt"
+    pins = read_lock(lock)
+    assert "invisible-watermark" in pins and "opencv-python" not in pins, "the watermark, without the libGL trap"
+    assert "+" not in pins["torch"] and any(name.startswith("nvidia-") for name in pins), "a CUDA build of torch"
 
 
 def test_task_and_service_install_the_same_way() -> None:
