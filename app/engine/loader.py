@@ -7,17 +7,20 @@ weights. torch and diffusers are imported inside the functions so that importing
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from app.config import TINY, Settings
 from app.engine.registry import ExtraEntry, ModelEntry
+from app.engine.versions import LOCK_HINT
 from app.errors import ModelLoadError
 
 logger = logging.getLogger(__name__)
 
 OFFLINE_HINT = "without network access to the model hub, run the built-in offline model with SDXL_MODEL=tiny"
+TINY_HINT = f"the built-in tiny models are built locally, so this is the installed packages: {LOCK_HINT}"
 LOCAL_ONLY_HINT = (
     "requests may only use weights already in the hub cache or a directory; the operator can fetch them, or set "
     "SDXL_DOWNLOAD_MODELS=true"
@@ -55,6 +58,30 @@ def resolve_placement(settings: Settings) -> Placement:
     return Placement(device, dtype)
 
 
+class _NoTorchvisionNotice(logging.Filter):
+    """transformers says once per image-processor class that torchvision is missing; SDXL pipelines only name
+    CLIPImageProcessor (for IP-Adapter, unused here), so the notice tells an operator nothing."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "requires torchvision (not installed)" not in record.getMessage()
+
+
+_NO_TORCHVISION_NOTICE = _NoTorchvisionNotice()
+
+
+def quiet_library_output() -> None:
+    """We log one line per load ourselves; the libraries' per-file and per-tensor progress bars (carriage returns
+    in a server's log) go. Download bars stay: a first start on a GPU fetches gigabytes and should show it."""
+    import diffusers.utils.logging as diffusers_logging
+    import transformers.utils.logging as transformers_logging
+    from huggingface_hub.utils.tqdm import enable_progress_bars as enable_hub_progress_bars
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # also turns off the hub's bars ...
+    enable_hub_progress_bars()  # ... which are the download's
+    logging.getLogger("transformers.utils.import_utils").addFilter(_NO_TORCHVISION_NOTICE)  # once: same object
+
+
 def resolve_source(source: str, settings: Settings) -> str:
     """A registry source as `from_pretrained` takes it; "tiny:<part>" is built locally on first use."""
     if not source.startswith("tiny:"):
@@ -66,9 +93,20 @@ def resolve_source(source: str, settings: Settings) -> str:
     return str(getattr(paths, part))
 
 
-def _one_line(exc: BaseException) -> str:
+# diffusers points at a traceback that our one-line startup error does not print; the cause is named instead.
+_STACKTRACE_ADVICE = re.compile(r"\s*Please check out the root cause in the stacktrace above\.?")
+
+
+def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+    line = _STACKTRACE_ADVICE.sub("", text[0] if text else "")
+    return f"{type(exc).__name__}: {line}".rstrip(": ")
+
+
+def _one_line(exc: BaseException) -> str:
+    """The error and, one level down, what caused it: the log line is all an operator gets."""
+    cause = exc.__cause__
+    return _first_line(exc) + (f"; caused by {_first_line(cause)}" if cause is not None else "")
 
 
 def _load(
@@ -82,14 +120,16 @@ def _load(
     **kw: Any,
 ) -> Any:
     started = time.perf_counter()
-    path = resolve_source(source, settings)
-    variant = None if source.startswith("tiny:") else settings.variant
+    tiny = source.startswith("tiny:")
+    variant = None if tiny else settings.variant
     try:
+        path = resolve_source(source, settings)  # builds the tiny models on first use: that can fail too
         loaded = cls.from_pretrained(path, dtype=placement.dtype, variant=variant, local_files_only=local_only, **kw)
         loaded.to(placement.device)
     except Exception as exc:
-        logger.debug("loading %s failed", path, exc_info=True)
-        hint = LOCAL_ONLY_HINT if local_only else OFFLINE_HINT
+        logger.debug("loading %s failed", source, exc_info=True)
+        # The tiny models are built here from nothing: when that fails, the installed packages are to blame.
+        hint = TINY_HINT if tiny else LOCAL_ONLY_HINT if local_only else OFFLINE_HINT
         raise ModelLoadError(f"could not load the {role} {name!r} ({_one_line(exc)}); {hint}") from exc
     if hasattr(loaded, "set_progress_bar_config"):
         loaded.set_progress_bar_config(disable=True)

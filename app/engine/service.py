@@ -18,7 +18,7 @@ from typing import Any
 from PIL import Image
 
 from app.config import Settings
-from app.engine import catalog, loader, params, pipelines, storing, uploads
+from app.engine import catalog, loader, params, pipelines, storing, uploads, versions
 from app.engine.job_records import JobRecords, View, follow_local
 from app.engine.jobs import Job, JobError, JobRegistry, JobStatus
 from app.engine.metrics import Metrics
@@ -118,8 +118,14 @@ class ImageService:
         self.scheduler.start()
         self._expiry = asyncio.create_task(self._expire_forever(), name="expire-queued-jobs")
         self.state = State.LOADING
+        await asyncio.to_thread(loader.quiet_library_output)  # imports transformers: off the loop
+        if problem := await asyncio.to_thread(_check_versions):
+            return self._fail(problem)
         try:
             self.registry = build_registry(self.settings)
+        except (OSError, ValueError) as exc:  # SDXL_MODELS_FILE or SDXL_LORA_DIR unreadable or malformed
+            return self._fail(f"the model registry could not be built: {exc}")
+        try:
             await self.store.open()  # a missing bucket fails startup like a model that cannot load
             if self.settings.watermark:
                 check_available()
@@ -130,8 +136,6 @@ class ImageService:
             return self._fail(exc.message)
         except ImportError as exc:
             return self._fail(f"watermarking needs invisible-watermark ({exc}); or set SDXL_WATERMARK=false")
-        except (OSError, ValueError) as exc:  # SDXL_MODELS_FILE or SDXL_LORA_DIR unreadable or malformed
-            return self._fail(f"the model registry could not be built: {exc}")
         self._placement, self.device = placement, placement.device
         if self.state is State.LOADING:
             self.state = State.READY
@@ -495,3 +499,15 @@ class ImageService:
 def _decode_png(data: bytes) -> Image.Image:
     with Image.open(io.BytesIO(data)) as image:
         return image.convert("RGB")
+
+
+def _check_versions() -> str | None:
+    """Packages that cannot work together stop startup with their names; mere drift from the lock is a warning,
+    since an operator may upgrade one package on purpose (and then runs the tests, see the README)."""
+    if found := versions.conflicts():
+        return f"installed packages do not work together: {'; '.join(found)}; {versions.LOCK_HINT}"
+    lock = versions.runtime_lock()
+    if lock is not None and (changed := versions.drift(lock)):
+        shown = ", ".join(changed[:8]) + (f" and {len(changed) - 8} more" if len(changed) > 8 else "")
+        logger.warning("installed packages differ from lock/%s: %s; %s", lock.name, shown, versions.LOCK_HINT)
+    return None

@@ -1,0 +1,107 @@
+"""Do the installed packages work together, and are they the ones the lock names?
+
+Checked once at startup, so that dependency drift is reported as what it is (which packages, which versions, how
+to fix it) instead of as the symptom it causes later, deep inside a model load. Reads only package metadata:
+nothing here imports torch, diffusers or transformers unless they are asked for their own minimums.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+
+LOCK_DIR = Path(__file__).resolve().parents[2] / "lock"
+LOCK_HINT = (
+    "install the tested versions from the lock: `make install` (CPU), or on a GPU "
+    "`pip install --no-deps --require-hashes -r lock/runtime-cuda.txt` (README: Dependencies and the lock)"
+)
+
+_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)")
+
+
+@dataclass(frozen=True)
+class Minimum:
+    """`package` needs `needs` at least at the version held in `module.attribute` (the library's own constant,
+    so the check follows the library rather than a copy of its number)."""
+
+    package: str
+    needs: str
+    module: str
+    attribute: str
+
+
+# Pairs that a resolver cannot see: these minimums are enforced at run time, not declared as requirements.
+KNOWN_MINIMUMS = (
+    # transformers' PEFT integration (text-encoder LoRA): 5.24 raised this past every released peft.
+    Minimum("transformers", "peft", "transformers.integrations.peft", "MIN_PEFT_VERSION"),
+    # diffusers' PEFT backend (per-request LoRA) silently turns off below these.
+    Minimum("diffusers", "peft", "diffusers.utils.constants", "MIN_PEFT_VERSION"),
+    Minimum("diffusers", "transformers", "diffusers.utils.constants", "MIN_TRANSFORMERS_VERSION"),
+)
+
+
+def installed(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _at_least(have: str, need: str) -> bool:
+    try:
+        return Version(have) >= Version(need)
+    except InvalidVersion:
+        return True  # not ours to judge; the lock comparison still reports it
+
+
+def conflicts(minimums: tuple[Minimum, ...] = KNOWN_MINIMUMS) -> list[str]:
+    """One sentence per pair of installed packages that do not work together."""
+    found = []
+    for rule in minimums:
+        have_package, have_needed = installed(rule.package), installed(rule.needs)
+        if have_package is None or have_needed is None:
+            continue
+        try:
+            minimum = str(getattr(importlib.import_module(rule.module), rule.attribute))
+        except (ImportError, AttributeError):
+            continue  # the library no longer has this constant: nothing to compare
+        if not _at_least(have_needed, minimum):
+            found.append(
+                f"{rule.package} {have_package} needs {rule.needs} >= {minimum}, "
+                f"but {rule.needs} {have_needed} is installed"
+            )
+    return found
+
+
+def read_lock(path: Path) -> dict[str, str]:
+    """`name==version` lines of a lock file (hashes, markers and comments ignored), by canonical name."""
+    pins: dict[str, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if match := _PIN.match(line.strip()):
+            pins[canonicalize_name(match.group(1))] = match.group(2)
+    return pins
+
+
+def runtime_lock() -> Path | None:
+    """The lock this environment should have come from: torch's build tells CPU from CUDA."""
+    torch = installed("torch") or ""
+    path = LOCK_DIR / ("runtime-cpu.txt" if torch.endswith("+cpu") else "runtime-cuda.txt")
+    return path if path.is_file() else None  # e.g. installed from a wheel, without the repository
+
+
+def drift(lock: Path) -> list[str]:
+    """Packages whose installed version is not the one the lock names."""
+    found = []
+    for name, pinned in sorted(read_lock(lock).items()):
+        have = installed(name)
+        if have is None:
+            found.append(f"{name} not installed (lock: {pinned})")
+        elif have != pinned:
+            found.append(f"{name} {have} (lock: {pinned})")
+    return found
