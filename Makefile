@@ -1,15 +1,19 @@
 # One way to install, run, test and lint, the same locally and in CI. Every install comes from lock/
 # (exact versions and hashes); the ranges in requirements*.txt only feed `make lock`.
 VENV ?= .venv
+PYTHON ?= python3.11
 PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
 # uv does not read pip's configuration: hand it pip's find-links, where a machine may keep the CPU build of
 # torch that lock/*-cpu.txt names (empty elsewhere; see the README's "Dependencies and the lock").
-export UV_FIND_LINKS ?= $(PIP_FIND_LINKS)
+# pip separates several find-links with spaces, uv with commas.
+comma := ,
+export UV_FIND_LINKS ?= $(subst $() ,$(comma),$(strip $(PIP_FIND_LINKS)))
 # The project is built by the locked setuptools, not a fresh download of the newest one. --compile-bytecode:
 # uv does not write .pyc files by default (pip does), and where PYTHONDONTWRITEBYTECODE is set nothing else
 # will, so every server start and test subprocess would compile transformers and torch from source again.
 INSTALL_PROJECT = $(UV) pip install -q --compile-bytecode --python $(PY) --no-deps --no-build-isolation -e .
+SYNC_FLAGS = -q --compile-bytecode --python $(PY) --build-constraints lock/build.txt --require-build-hashes
 LOCK_FLAGS = -q --python-version 3.11 --python-platform x86_64-manylinux_2_28 --generate-hashes \
 	--excludes lock/excludes.txt --custom-compile-command "make lock"
 
@@ -18,18 +22,19 @@ LOCK_FLAGS = -q --python-version 3.11 --python-platform x86_64-manylinux_2_28 --
 # uv itself comes from a hash-pinned file through the venv's own pip; it then installs the lock exactly
 # (`uv pip sync` also removes anything the lock does not name).
 $(UV): lock/uv.txt
-	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install -q --no-deps --require-hashes -r lock/uv.txt
+	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "the locks are resolved for Python 3.11"'
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps --require-hashes -r lock/uv.txt
 	touch $@
 
-$(VENV)/.installed: $(UV) lock/runtime-cpu.txt pyproject.toml
-	$(UV) pip sync -q --compile-bytecode --python $(PY) lock/runtime-cpu.txt
+$(VENV)/.installed: $(UV) lock/runtime-cpu.txt lock/build.txt pyproject.toml
+	$(UV) pip sync $(SYNC_FLAGS) lock/runtime-cpu.txt
 	$(INSTALL_PROJECT)
 	rm -f $(VENV)/.installed-dev  # the sync removed the dev tools
 	touch $@
 
-$(VENV)/.installed-dev: $(UV) lock/dev-cpu.txt pyproject.toml
-	$(UV) pip sync -q --compile-bytecode --python $(PY) lock/dev-cpu.txt
+$(VENV)/.installed-dev: $(UV) lock/dev-cpu.txt lock/build.txt pyproject.toml
+	$(UV) pip sync $(SYNC_FLAGS) lock/dev-cpu.txt
 	$(INSTALL_PROJECT)
 	touch $@ $(VENV)/.installed  # the dev lock holds the runtime lock's versions (tests/test_lock.py)
 
@@ -65,6 +70,7 @@ lock: $(UV)
 	$(UV) pip compile $(LOCK_FLAGS) requirements.txt requirements-dev.txt requirements-bench.txt lock/torch.txt \
 		-o lock/dev-cpu.txt
 	$(UV) pip compile $(LOCK_FLAGS) requirements.txt lock/torch.txt -c lock/dev-cpu.txt -o lock/runtime-cpu.txt
+	$(UV) pip compile $(LOCK_FLAGS) lock/build.in -c lock/dev-cpu.txt -o lock/build.txt
 	$(UV) pip compile -q --python-version 3.11 --python-platform x86_64-manylinux_2_28 --excludes lock/excludes.txt \
 		--no-header --no-annotate --no-emit-package torch requirements.txt -c lock/dev-cpu.txt \
 		-o lock/.cpu-versions.txt

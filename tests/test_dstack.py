@@ -198,6 +198,23 @@ def test_commands_install_the_cuda_lock_and_nothing_else(path: Path) -> None:
     assert "+" not in pins["torch"] and any(name.startswith("nvidia-") for name in pins), "a CUDA build of torch"
 
 
+@pytest.mark.parametrize("path", [TASK, SERVICE], ids=lambda p: p.name)
+def test_a_gpu_run_never_falls_back_to_the_cpu(path: Path) -> None:
+    """On a driver too old for the locked CUDA build, torch sees no GPU: `auto` would quietly pick the CPU."""
+    env = resolved_env(parse(path))
+    assert env["SDXL_DEVICE"] == "cuda"
+    assert Settings(device=env["SDXL_DEVICE"]).device == "cuda"
+
+
+def test_dstack_python_is_the_one_the_locks_are_resolved_for() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    locked = re.search(r"--python-version (\S+)", makefile)
+    assert locked is not None
+    for conf in (task(), service()):
+        assert conf.python is not None
+        assert conf.python.value == locked.group(1)
+
+
 def test_task_and_service_install_the_same_way() -> None:
     assert task().commands == service().commands
 

@@ -23,8 +23,8 @@ from app.engine.versions import read_lock
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCK = ROOT / "lock"
-DEV, RUNTIME_CPU, RUNTIME_CUDA, UV = (
-    LOCK / f for f in ("dev-cpu.txt", "runtime-cpu.txt", "runtime-cuda.txt", "uv.txt")
+DEV, RUNTIME_CPU, RUNTIME_CUDA, UV, BUILD = (
+    LOCK / f for f in ("dev-cpu.txt", "runtime-cpu.txt", "runtime-cuda.txt", "uv.txt", "build.txt")
 )
 INPUTS = [ROOT / "requirements.txt", ROOT / "requirements-dev.txt", ROOT / "requirements-bench.txt", LOCK / "torch.txt"]
 EXCLUDED = {"opencv-python"}  # lock/excludes.txt
@@ -95,7 +95,7 @@ def test_runtime_lock_holds_every_runtime_requirement() -> None:
         assert not missing, f"{lock.name} lacks {missing}"
 
 
-@pytest.mark.parametrize("path", [DEV, RUNTIME_CPU, RUNTIME_CUDA, UV], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [DEV, RUNTIME_CPU, RUNTIME_CUDA, UV, BUILD], ids=lambda p: p.name)
 def test_every_pin_is_exact_and_hashed(path: Path) -> None:
     entries = re.split(r"\n(?=[a-z0-9])", path.read_text())
     pins = [e for e in entries if re.match(r"[a-z0-9]", e)]
@@ -104,6 +104,14 @@ def test_every_pin_is_exact_and_hashed(path: Path) -> None:
         assert re.match(r"[a-z0-9][a-z0-9._-]*==\S+ \\\n", entry), f"not an exact pin: {entry.splitlines()[0]}"
         assert "--hash=sha256:" in entry, f"no hash: {entry.splitlines()[0]}"
     assert not EXCLUDED & set(read_lock(path)), "opencv-python would share cv2/ with the headless build (libGL)"
+
+
+def test_builds_use_the_locked_setuptools() -> None:
+    """One package in the lock (cursor, via dstack) is a source distribution: it is built with lock/build.txt."""
+    build, dev = read_lock(BUILD), read_lock(DEV)
+    assert build["setuptools"] == dev["setuptools"]
+    flags = (ROOT / "Makefile").read_text().split("SYNC_FLAGS = ", 1)[1].split("\n", 1)[0]
+    assert "--build-constraints lock/build.txt" in flags and "--require-build-hashes" in flags
 
 
 def test_the_tested_transformers_works_with_the_locked_peft() -> None:

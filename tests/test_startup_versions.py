@@ -70,6 +70,20 @@ def test_a_known_incompatible_pair_stops_startup_with_both_names(tmp_path: Path,
     assert "registry" not in line and "Traceback" not in out
 
 
+def test_a_library_that_refuses_to_import_stops_startup_naming_the_drift(tmp_path: Path, model_cache: Path) -> None:
+    """transformers checks its own dependencies when imported; a tokenizers outside its range makes the import
+    raise. Startup must end (exit 1, one line naming the package), not hang at /ready 503 with nothing logged."""
+    _shadow(tmp_path / "shadow", "tokenizers", "0.0.1")
+    proc, _ = _serve(tmp_path, tmp_path / "shadow", model_cache)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 1, out
+    lines = [line for line in out.splitlines() if "startup failed" in line]
+    assert len(lines) == 1, out
+    assert "do not import" in lines[0] and "tokenizers" in lines[0], lines[0]
+    assert "tokenizers 0.0.1 (lock: " in lines[0] and "lock/runtime-cuda.txt" in lines[0]
+    assert "Traceback" not in out
+
+
 def test_without_our_check_the_same_drift_breaks_the_tiny_build(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -97,7 +111,9 @@ def test_drift_from_the_lock_is_named_once_and_the_start_is_quiet(tmp_path: Path
     """A package at another version than the lock: the server still starts (an operator may upgrade on purpose)
     and says which package drifted. The same start, building the tiny models from nothing, logs one line per model
     load and none of the libraries' progress bars or torchvision notices."""
-    locked = versions.read_lock(ROOT / "lock" / "runtime-cpu.txt")["aiofiles"]
+    lock = versions.runtime_lock()
+    assert lock is not None
+    locked = versions.read_lock(lock)["aiofiles"]
     _shadow(tmp_path / "shadow", "aiofiles", "0.1.0")
     proc, url = _serve(tmp_path, tmp_path / "shadow", tmp_path / "fresh-cache")
     try:
@@ -105,7 +121,7 @@ def test_drift_from_the_lock_is_named_once_and_the_start_is_quiet(tmp_path: Path
     finally:
         proc.terminate()
         out, _ = proc.communicate(timeout=60)
-    drift = [line for line in out.splitlines() if "differ from lock/runtime-cpu.txt" in line]
+    drift = [line for line in out.splitlines() if f"differ from lock/{lock.name}" in line]
     assert len(drift) == 1, out
     assert f"aiofiles 0.1.0 (lock: {locked})" in drift[0] and "WARNING" in drift[0]
     assert [line for line in out.splitlines() if "loaded model 'tiny'" in line], out

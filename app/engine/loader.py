@@ -74,7 +74,7 @@ def quiet_library_output() -> None:
     in a server's log) go. Download bars stay: a first start on a GPU fetches gigabytes and should show it."""
     import diffusers.utils.logging as diffusers_logging
     import transformers.utils.logging as transformers_logging
-    from huggingface_hub.utils.tqdm import enable_progress_bars as enable_hub_progress_bars
+    from huggingface_hub.utils import enable_progress_bars as enable_hub_progress_bars  # type: ignore[attr-defined]
 
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # also turns off the hub's bars ...
@@ -105,8 +105,13 @@ def _first_line(exc: BaseException) -> str:
 
 def _one_line(exc: BaseException) -> str:
     """The error and, one level down, what caused it: the log line is all an operator gets."""
-    cause = exc.__cause__
+    cause = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
     return _first_line(exc) + (f"; caused by {_first_line(cause)}" if cause is not None else "")
+
+
+def _about_packages(exc: BaseException) -> bool:
+    """Does a failure building the tiny models point at the installed packages (rather than, say, the disk)?"""
+    return isinstance(exc, ImportError) or "version" in str(exc).lower()
 
 
 def _load(
@@ -128,9 +133,11 @@ def _load(
         loaded.to(placement.device)
     except Exception as exc:
         logger.debug("loading %s failed", source, exc_info=True)
-        # The tiny models are built here from nothing: when that fails, the installed packages are to blame.
-        hint = TINY_HINT if tiny else LOCAL_ONLY_HINT if local_only else OFFLINE_HINT
-        raise ModelLoadError(f"could not load the {role} {name!r} ({_one_line(exc)}); {hint}") from exc
+        if tiny:  # built here from nothing: no hub involved, so the hub hints would mislead
+            hint = f"; {TINY_HINT}" if _about_packages(exc) else ""
+        else:
+            hint = f"; {LOCAL_ONLY_HINT if local_only else OFFLINE_HINT}"
+        raise ModelLoadError(f"could not load the {role} {name!r} ({_one_line(exc)}){hint}") from exc
     if hasattr(loaded, "set_progress_bar_config"):
         loaded.set_progress_bar_config(disable=True)
     logger.info(

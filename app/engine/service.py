@@ -113,13 +113,23 @@ class ImageService:
 
     # --- lifecycle ----------------------------------------------------------------------------------
     async def start(self) -> None:
-        """Start the GPU owner and load the default model on it. /ready answers 503 until this finishes."""
+        """Start the GPU owner and load the default model on it. /ready answers 503 until this finishes.
+
+        Nobody awaits this task's result (it runs beside the server), so every failure must end in `_fail`:
+        an exception escaping here would leave /ready at 503 for ever, with nothing in the log.
+        """
+        try:
+            await self._start()
+        except Exception as exc:
+            logger.debug("startup failed", exc_info=True)
+            self._fail(f"unexpected {type(exc).__name__}: {exc}")
+
+    async def _start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.scheduler.start()
         self._expiry = asyncio.create_task(self._expire_forever(), name="expire-queued-jobs")
         self.state = State.LOADING
-        await asyncio.to_thread(loader.quiet_library_output)  # imports transformers: off the loop
-        if problem := await asyncio.to_thread(_check_versions):
+        if problem := await asyncio.to_thread(_check_versions):  # imports transformers: off the loop
             return self._fail(problem)
         try:
             self.registry = build_registry(self.settings)
@@ -503,11 +513,22 @@ def _decode_png(data: bytes) -> Image.Image:
 
 def _check_versions() -> str | None:
     """Packages that cannot work together stop startup with their names; mere drift from the lock is a warning,
-    since an operator may upgrade one package on purpose (and then runs the tests, see the README)."""
-    if found := versions.conflicts():
-        return f"installed packages do not work together: {'; '.join(found)}; {versions.LOCK_HINT}"
+    since an operator may upgrade one package on purpose (and then runs the tests, see the README).
+
+    The lock is compared first, from metadata alone: if a library then fails to import (transformers checks its
+    own dependencies' versions at import), the failure is reported together with what drifted."""
     lock = versions.runtime_lock()
-    if lock is not None and (changed := versions.drift(lock)):
+    changed = versions.drift(lock) if lock is not None else []
+    if lock is not None and changed:
         shown = ", ".join(changed[:8]) + (f" and {len(changed) - 8} more" if len(changed) > 8 else "")
         logger.warning("installed packages differ from lock/%s: %s; %s", lock.name, shown, versions.LOCK_HINT)
+    try:
+        loader.quiet_library_output()
+        found = versions.conflicts()
+    except Exception as exc:  # an import-time version check, or a broken install
+        drifted = f" (differing from the lock: {', '.join(changed)})" if changed else ""
+        first = (str(exc).strip().splitlines() or [""])[0]  # the rest is pip advice for one package
+        return f"the installed packages do not import: {type(exc).__name__}: {first}{drifted}; {versions.LOCK_HINT}"
+    if found:
+        return f"installed packages do not work together: {'; '.join(found)}; {versions.LOCK_HINT}"
     return None

@@ -60,6 +60,13 @@ def _at_least(have: str, need: str) -> bool:
         return True  # not ours to judge; the lock comparison still reports it
 
 
+def _same(have: str, pinned: str) -> bool:
+    try:
+        return Version(have) == Version(pinned)  # "1.0" and "1.0.0" are one version
+    except InvalidVersion:
+        return have == pinned
+
+
 def conflicts(minimums: tuple[Minimum, ...] = KNOWN_MINIMUMS) -> list[str]:
     """One sentence per pair of installed packages that do not work together."""
     found = []
@@ -67,10 +74,11 @@ def conflicts(minimums: tuple[Minimum, ...] = KNOWN_MINIMUMS) -> list[str]:
         have_package, have_needed = installed(rule.package), installed(rule.needs)
         if have_package is None or have_needed is None:
             continue
-        try:
-            minimum = str(getattr(importlib.import_module(rule.module), rule.attribute))
-        except (ImportError, AttributeError):
+        module = importlib.import_module(rule.module)  # an import failure is the caller's to report
+        minimum = getattr(module, rule.attribute, None)
+        if minimum is None:
             continue  # the library no longer has this constant: nothing to compare
+        minimum = str(minimum)
         if not _at_least(have_needed, minimum):
             found.append(
                 f"{rule.package} {have_package} needs {rule.needs} >= {minimum}, "
@@ -102,6 +110,6 @@ def drift(lock: Path) -> list[str]:
         have = installed(name)
         if have is None:
             found.append(f"{name} not installed (lock: {pinned})")
-        elif have != pinned:
+        elif not _same(have, pinned):
             found.append(f"{name} {have} (lock: {pinned})")
     return found
