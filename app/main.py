@@ -9,12 +9,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api import edit, generate, health, images, jobs, metrics, models, openai_images, refine
-from app.api.auth import ApiKeyMiddleware
-from app.api.body_limit import BodyLimitMiddleware
 from app.api.errors import install_error_handlers
+from app.api.middleware.auth import ApiKeyMiddleware
+from app.api.middleware.body_limit import BodyLimitMiddleware
+from app.api.middleware.request_log import RequestLogMiddleware
 from app.api.openapi import document_auth
-from app.api.request_log import RequestLogMiddleware
+from app.api.routes import edit, generate, health, images, jobs, metrics, models, openai_images, refine
 from app.config import Settings
 from app.engine.service import ImageService
 from app.events.factory import build_events

@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from app.config import Settings
-    from app.engine.tiny import ensure_tiny_models
+    from app.engine.models.tiny.build import ensure_tiny_models
 
     tiny: dict[str, Any] = {"model": "tiny"}
     cache_dir = Settings(**tiny).cache_dir  # SDXL_CACHE_DIR or the default, as for `make serve`

@@ -31,10 +31,10 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
 def _runner(cache_dir: Path, work: Path, **overrides: Any) -> Any:
     from app.config import Settings
-    from app.engine import loader
-    from app.engine.registry import build_registry
-    from app.engine.runner import Runner
-    from app.engine.tiny import ensure_tiny_models
+    from app.engine.gpu import loader
+    from app.engine.gpu.runner import Runner
+    from app.engine.models.registry import build_registry
+    from app.engine.models.tiny.build import ensure_tiny_models
 
     paths = ensure_tiny_models(cache_dir)
     models_file = work / "models.json"
@@ -53,7 +53,7 @@ def _runner(cache_dir: Path, work: Path, **overrides: Any) -> Any:
 
 
 def _loaded_bytes(runner: Any) -> int:
-    from app.engine.model_cache import pipeline_bytes
+    from app.engine.gpu.model_cache import pipeline_bytes
 
     pipes = [pipe for _, pipe in runner.cache.loaded()]
     views = [view for slot in runner.cache.slots.values() for view in slot.views.values()]
@@ -62,7 +62,7 @@ def _loaded_bytes(runner: Any) -> int:
 
 
 def _params(**fields: Any) -> Any:
-    from app.engine.pipelines import GenerateParams, Setup
+    from app.engine.jobs.items import GenerateParams, Setup
 
     values: dict[str, Any] = {"steps": 2, "setup": Setup("tiny"), **fields}
     return GenerateParams("a lighthouse", None, None, None, 256, 256, guidance=5.0, seed=1, **values)
@@ -75,7 +75,7 @@ def _timed(fn: Callable[[], Any]) -> float:
 
 
 def refiner_bytes(runner: Any) -> dict[str, float]:
-    from app.engine.model_cache import pipeline_bytes
+    from app.engine.gpu.model_cache import pipeline_bytes
 
     rss = psutil.Process().memory_info().rss
     before = _loaded_bytes(runner)
@@ -110,7 +110,7 @@ def switching(cache_dir: Path, work: Path, samples: int) -> dict[str, float]:
 
 
 def views_bytes(runner: Any) -> dict[str, int]:
-    from app.engine.pipelines import Control
+    from app.engine.jobs.items import Control
 
     image = Image.new("RGB", (256, 256), (90, 120, 200))
     mask = Image.new("L", (256, 256), 255)
@@ -134,7 +134,7 @@ def _module_bytes(components: Any) -> int:
 
 
 def lora_cost(runner: Any, samples: int) -> dict[str, float]:
-    from app.engine.pipelines import Setup
+    from app.engine.jobs.items import Setup
 
     plain, adapted = _params(steps=4), _params(steps=4, setup=Setup("tiny", loras=(("tiny-lora", 1.0),)))
     runner.generate([adapted], lambda: None)  # load the adapter once

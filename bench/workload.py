@@ -78,7 +78,7 @@ class BarePipeline:
 
 def watermark_ms(image: Any, repeats: int) -> float:
     """Median cost of the invisible watermark on one image (the servers run with it off; this is what it adds)."""
-    from app.engine.watermark import apply_watermark
+    from app.engine.images.watermark import apply_watermark
 
     samples = []
     for _ in range(repeats):

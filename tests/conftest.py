@@ -16,7 +16,7 @@ import pytest
 import uvicorn
 
 from app.config import Settings
-from app.engine.tiny import ensure_tiny_models
+from app.engine.models.tiny.build import ensure_tiny_models
 from app.main import create_app
 from app.serving import GracefulServer
 from tests.s3_server import s3_server  # noqa: F401 - the session's real S3 server (SeaweedFS), for any test

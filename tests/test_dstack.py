@@ -30,7 +30,7 @@ from pydantic import AliasChoices, SecretStr, ValidationError
 from starlette.routing import Match
 
 from app.__main__ import build_parser
-from app.api.auth import PUBLIC_PATHS
+from app.api.middleware.auth import PUBLIC_PATHS
 from app.config import Settings
 from app.engine.versions import read_lock
 

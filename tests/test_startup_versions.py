@@ -90,8 +90,8 @@ def test_without_our_check_the_same_drift_breaks_the_tiny_build(
     """The check above is not hypothetical: with that peft, transformers itself refuses the tiny LoRA build,
     and the load error then blames the installed packages, not the network."""
     from app.config import Settings
-    from app.engine import loader
-    from app.engine.registry import build_registry
+    from app.engine.gpu import loader
+    from app.engine.models.registry import build_registry
     from app.errors import ModelLoadError
 
     real = importlib.metadata.version

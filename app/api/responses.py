@@ -6,8 +6,8 @@ from __future__ import annotations
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 
-from app.api.jobs import job_view
-from app.engine.jobs import Job
+from app.api.routes.jobs import job_view
+from app.engine.jobs.job import Job
 from app.engine.service import ImageService
 from app.errors import InvalidRequest
 from app.schemas import ImageResponse, Timings

@@ -18,15 +18,20 @@ from typing import Any
 from PIL import Image
 
 from app.config import Settings
-from app.engine import catalog, loader, params, pipelines, storing, uploads, versions
-from app.engine.job_records import JobRecords, View, follow_local
-from app.engine.jobs import Job, JobError, JobRegistry, JobStatus
+from app.engine import versions
+from app.engine.gpu import loader
+from app.engine.gpu.model_cache import free_memory
+from app.engine.gpu.runner import Runner
+from app.engine.gpu.scheduler import Batch, Interrupted, Scheduler
+from app.engine.images import inputs, storing
+from app.engine.images.watermark import check_available
+from app.engine.jobs import params
+from app.engine.jobs.items import GenerateParams, batch_key
+from app.engine.jobs.job import Job, JobFailure, JobRegistry, JobStatus
+from app.engine.jobs.records import JobRecords, View, follow_local
 from app.engine.metrics import Metrics
-from app.engine.model_cache import free_memory
-from app.engine.registry import Registry, build_registry
-from app.engine.runner import Runner
-from app.engine.scheduler import Batch, Interrupted, Scheduler
-from app.engine.watermark import check_available
+from app.engine.models import catalog
+from app.engine.models.registry import Registry, build_registry
 from app.errors import (
     ModelLoadError,
     NotFound,
@@ -61,15 +66,15 @@ class JobFailed(ServiceError):
         self.status_code, self.type = job.error.status_code, job.error.type
 
 
-def classify(exc: BaseException) -> tuple[JobStatus, JobError]:
+def classify(exc: BaseException) -> tuple[JobStatus, JobFailure]:
     """The one place that decides what a pipeline failure means."""
     if isinstance(exc, Interrupted):
-        return JobStatus.CANCELLED, JobError("cancelled", "cancelled while running", 409)
+        return JobStatus.CANCELLED, JobFailure("cancelled", "cancelled while running", 409)
     if type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower():
-        return JobStatus.FAILED, JobError("out_of_memory", "the GPU ran out of memory; retry or ask for less", 503)
+        return JobStatus.FAILED, JobFailure("out_of_memory", "the GPU ran out of memory; retry or ask for less", 503)
     if isinstance(exc, ServiceError):
-        return JobStatus.FAILED, JobError(exc.type, exc.message, exc.status_code)
-    return JobStatus.FAILED, JobError("generation_failed", f"the pipeline failed ({type(exc).__name__})", 500)
+        return JobStatus.FAILED, JobFailure(exc.type, exc.message, exc.status_code)
+    return JobStatus.FAILED, JobFailure("generation_failed", f"the pipeline failed ({type(exc).__name__})", 500)
 
 
 class ImageService:
@@ -179,7 +184,7 @@ class ImageService:
         if self.state is State.STOPPING:
             return
         self.state = State.STOPPING
-        error = JobError("shutting_down", "the service is shutting down; retry on another replica", 503)
+        error = JobFailure("shutting_down", "the service is shutting down; retry on another replica", 503)
         for job in self.scheduler.close():
             self._finish(job, JobStatus.FAILED, error)
         logger.info("shutting down: refusing new work, letting the running batch finish")
@@ -196,7 +201,7 @@ class ImageService:
             if task is not None:
                 task.cancel()
         for job in self.jobs.active():  # anything still open now can no longer finish
-            self._finish(job, JobStatus.FAILED, JobError("shutting_down", "the service stopped", 503))
+            self._finish(job, JobStatus.FAILED, JobFailure("shutting_down", "the service stopped", 503))
         if self._tasks:  # the records of those jobs, before the store closes
             await asyncio.wait(list(self._tasks), timeout=5)
         if self.runner is not None:
@@ -252,7 +257,7 @@ class ImageService:
         job.parent_id = req.image_id
         return self._enqueue(job)
 
-    def _job(self, kind: str, items: list[pipelines.GenerateParams]) -> Job:
+    def _job(self, kind: str, items: list[GenerateParams]) -> Job:
         first = items[0]
         assert self.runner is not None
         self.runner.cache.refuse_if_failed(first.setup.model)  # at once, not after a wait in the queue
@@ -260,14 +265,14 @@ class ImageService:
             kind=kind,
             model=first.setup.model,
             items=list(items),
-            batch_key=pipelines.batch_key(first),
+            batch_key=batch_key(first),
             pixels=first.width * first.height,
             steps=first.steps_run,
         )
 
     async def _upload(self, text: str, field: str, mode: str = "RGB") -> Image.Image:
         def decode() -> Image.Image:  # ~70 ms for 16 MiB of base64: not on the event loop
-            return self._open(uploads.decode_base64(text, field, self.settings.max_upload_bytes), field, mode)
+            return self._open(inputs.decode_base64(text, field, self.settings.max_upload_bytes), field, mode)
 
         return await asyncio.to_thread(decode)
 
@@ -282,7 +287,7 @@ class ImageService:
         return await asyncio.to_thread(self._open, data, f"{field}_id", mode)
 
     def _open(self, data: bytes, field: str, mode: str) -> Image.Image:
-        return uploads.open_image(
+        return inputs.open_image(
             data, field, max_pixels=self.settings.max_pixels, min_side=self.settings.min_upload_side, mode=mode
         )
 
@@ -353,7 +358,7 @@ class ImageService:
             return job
         job.cancel_requested.set()
         if self.scheduler.remove(job) and job.started is None:
-            self._finish(job, JobStatus.CANCELLED, JobError("cancelled", reason, 409))
+            self._finish(job, JobStatus.CANCELLED, JobFailure("cancelled", reason, 409))
         # else: it is running; the owner stops at the next step (or drops its images) and finishes it.
         return job
 
@@ -394,7 +399,7 @@ class ImageService:
             return self.records.follow(job_id, await self._record_or_raise(job_id, missing))
         return follow_local(job, self.view)
 
-    def _finish(self, job: Job, status: JobStatus, error: JobError | None = None) -> None:
+    def _finish(self, job: Job, status: JobStatus, error: JobFailure | None = None) -> None:
         if not job.finish(status, error):
             return
         self.scheduler.job_finished(job)
@@ -404,7 +409,7 @@ class ImageService:
         self.metrics.queue_depth.set(self.scheduler.depth)
 
     async def _expire_forever(self) -> None:
-        error = JobError(
+        error = JobFailure(
             "queue_timeout", f"waited more than {self.settings.queue_timeout_s:g}s in the queue; not run", 503
         )
         while True:
@@ -459,7 +464,7 @@ class ImageService:
                 },
             )
             if item.job.cancel_requested.is_set():
-                self._finish(item.job, JobStatus.CANCELLED, JobError("cancelled", "cancelled while running", 409))
+                self._finish(item.job, JobStatus.CANCELLED, JobFailure("cancelled", "cancelled while running", 409))
             elif not item.job.status.terminal:
                 self._spawn(self._store(item.job, item.index, image))
 

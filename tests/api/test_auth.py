@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from app.api.auth import key_matches
+from app.api.middleware.auth import key_matches
 from tests.conftest import LiveServer, start_server, tiny_settings
 from tests.helpers import assert_error
 

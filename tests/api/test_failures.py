@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from app.engine import pipelines
+from app.engine.gpu import pipelines
 from tests.conftest import LiveServer, start_server, tiny_settings
 from tests.helpers import assert_error
 

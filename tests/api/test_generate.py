@@ -7,7 +7,7 @@ import time
 import httpx
 import numpy as np
 
-from app.engine.metadata import read_provenance
+from app.engine.images.metadata import read_provenance
 from tests.helpers import assert_error, decode, pixels
 
 

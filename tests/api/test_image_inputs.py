@@ -14,7 +14,7 @@ import psutil
 import pytest
 from PIL import Image
 
-from app.engine.uploads import decode_base64, open_image
+from app.engine.images.inputs import decode_base64, open_image
 from app.errors import InvalidRequest
 from tests.helpers import assert_error
 

@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from app.engine.metadata import read_provenance
+from app.engine.images.metadata import read_provenance
 from tests.conftest import LiveServer, start_server, tiny_settings
 from tests.helpers import assert_error, decode
 

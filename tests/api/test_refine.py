@@ -8,8 +8,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.engine import loader
-from app.engine.metadata import read_provenance
+from app.engine.gpu import loader
+from app.engine.images.metadata import read_provenance
 from tests.conftest import start_server, tiny_settings
 from tests.helpers import assert_error, decode, pixels
 

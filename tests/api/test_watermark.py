@@ -10,7 +10,7 @@ import pytest
 from imwatermark import WatermarkDecoder
 from PIL import Image
 
-from app.engine.watermark import WATERMARK_BITS, apply_watermark
+from app.engine.images.watermark import WATERMARK_BITS, apply_watermark
 from tests.conftest import start_server, tiny_settings
 
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from app.engine.jobs import Job, JobRegistry, JobStatus
+from app.engine.jobs.job import Job, JobRegistry, JobStatus
 from app.errors import InvalidId, NotFound
 
 

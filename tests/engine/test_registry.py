@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from app.config import Settings
-from app.engine.registry import TINY_DEFAULTS, build_registry
+from app.engine.models.registry import TINY_DEFAULTS, build_registry
 from app.errors import InvalidRequest
 
 

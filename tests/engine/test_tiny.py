@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from app.engine import tiny
-from app.engine.tiny import TinyModelPaths, ensure_tiny_models
+from app.engine.models.tiny import build as tiny
+from app.engine.models.tiny.build import TinyModelPaths, ensure_tiny_models
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -153,7 +153,7 @@ def test_second_call_is_fast_and_does_not_rebuild(built: tuple[Path, TinyModelPa
 def test_fast_path_does_not_import_torch(built: tuple[Path, TinyModelPaths]) -> None:
     cache, paths = built
     code = (
-        "import sys; from pathlib import Path; from app.engine.tiny import ensure_tiny_models; "
+        "import sys; from pathlib import Path; from app.engine.models.tiny.build import ensure_tiny_models; "
         f"p = ensure_tiny_models(Path({str(cache)!r})); "
         "heavy = [m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules]; "
         "assert not heavy, heavy; print(p.base)"

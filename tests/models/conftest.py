@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from app.engine.tiny import ensure_tiny_models
+from app.engine.models.tiny.build import ensure_tiny_models
 from tests.conftest import LiveServer, start_server, tiny_settings
 
 

@@ -10,8 +10,8 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from app.engine.metadata import read_provenance
-from app.engine.model_cache import pipeline_bytes
+from app.engine.gpu.model_cache import pipeline_bytes
+from app.engine.images.metadata import read_provenance
 from tests.conftest import LiveServer
 from tests.helpers import assert_error, decode, pixels
 
@@ -104,7 +104,7 @@ def test_inpaint_needs_exactly_one_image_and_one_mask(client: httpx.Client) -> N
 
 def test_views_never_run_diffusers_own_watermarker(server: LiveServer) -> None:
     """We watermark the final image ourselves (or not, with SDXL_WATERMARK=false); from_pipe must not add one."""
-    from app.engine.pipelines import Control, GenerateParams, Setup
+    from app.engine.jobs.items import Control, GenerateParams, Setup
 
     runner = server.service.runner
     slot = runner.cache.slots["tiny"]

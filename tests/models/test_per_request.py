@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.engine.metadata import read_provenance
-from app.engine.pipelines import GenerateParams, Setup, batch_key
-from app.engine.tiny import ensure_tiny_models
+from app.engine.images.metadata import read_provenance
+from app.engine.jobs.items import GenerateParams, Setup, batch_key
+from app.engine.models.tiny.build import ensure_tiny_models
 from tests.conftest import LiveServer, start_server, tiny_settings
 from tests.helpers import assert_error, pixels
 

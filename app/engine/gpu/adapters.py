@@ -12,7 +12,7 @@ import contextlib
 import logging
 from typing import Any
 
-from app.engine.registry import ExtraEntry
+from app.engine.models.registry import ExtraEntry
 from app.errors import InvalidRequest
 
 logger = logging.getLogger(__name__)

@@ -3,8 +3,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from app.api.deps import ServiceDep
+from app.api.response_docs import IMAGE_RESPONSES
 from app.api.responses import accepted, finished, wants_async
-from app.api.shared import IMAGE_RESPONSES
 from app.schemas import RefineRequest
 
 router = APIRouter(tags=["images"])

@@ -14,11 +14,13 @@ from typing import Any
 from PIL import Image
 
 from app.config import Settings
-from app.engine import loader, pipelines, samplers
-from app.engine.adapters import apply_loras
-from app.engine.model_cache import PipelineCache, Slot, free_memory
-from app.engine.pipelines import GenerateParams, RefineParams, with_components
-from app.engine.registry import ExtraEntry, ModelEntry, Registry
+from app.engine.gpu import loader, pipelines
+from app.engine.gpu.adapters import apply_loras
+from app.engine.gpu.model_cache import PipelineCache, Slot, free_memory
+from app.engine.gpu.pipelines import with_components
+from app.engine.jobs.items import GenerateParams, RefineParams
+from app.engine.models import samplers
+from app.engine.models.registry import ExtraEntry, ModelEntry, Registry
 from app.errors import InvalidRequest
 
 logger = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.config import TINY, Settings
-from app.engine.registry import ExtraEntry, ModelEntry
+from app.engine.models.registry import ExtraEntry, ModelEntry
 from app.engine.versions import LOCK_HINT
 from app.errors import ModelLoadError
 
@@ -86,7 +86,7 @@ def resolve_source(source: str, settings: Settings) -> str:
     """A registry source as `from_pretrained` takes it; "tiny:<part>" is built locally on first use."""
     if not source.startswith("tiny:"):
         return source
-    from app.engine.tiny import ensure_tiny_models
+    from app.engine.models.tiny.build import ensure_tiny_models
 
     paths = ensure_tiny_models(settings.cache_dir)
     part = source.removeprefix("tiny:").replace("-", "_")

@@ -4,7 +4,7 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.api.deps import ServiceDep
-from app.api.shared import ERRORS
+from app.api.response_docs import ERRORS
 
 router = APIRouter(tags=["health"])
 

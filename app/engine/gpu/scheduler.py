@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from app.engine.jobs import Job
+from app.engine.jobs.job import Job
 from app.errors import ServiceError
 
 logger = logging.getLogger(__name__)
@@ -81,13 +81,13 @@ class _Call:
 
 
 # runner(batch, on_step) -> one image per item, in order. Runs on the owner thread.
-Runner = Callable[[Batch, Callable[[], None]], list[Any]]
+RunBatch = Callable[[Batch, Callable[[], None]], list[Any]]
 
 
 class Scheduler:
     def __init__(
         self,
-        runner: Runner,
+        runner: RunBatch,
         *,
         max_queue: int,
         max_batch: int,

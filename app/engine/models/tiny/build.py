@@ -152,7 +152,7 @@ def _build(out: Path) -> None:
 
     paths = _paths(out)
     # fork_rng: seeding for reproducible weights must not disturb the caller's global RNG state.
-    from app.engine.tiny_parts import make_controlnet, make_pipelines, make_vae, save_lora
+    from app.engine.models.tiny.parts import make_controlnet, make_pipelines, make_vae, save_lora
 
     with torch.random.fork_rng(devices=[]):
         base, refiner = make_pipelines(_SEED)

@@ -13,10 +13,10 @@ from typing import Any
 from PIL import Image
 
 from app.config import Settings
-from app.engine import postprocess
-from app.engine.jobs import ImageRecord, Job
-from app.engine.metadata import Provenance
-from app.engine.runner import Runner
+from app.engine.gpu.runner import Runner
+from app.engine.images import output
+from app.engine.images.metadata import Provenance
+from app.engine.jobs.job import ImageRecord, Job
 from app.storage.base import ImageStore
 from app.storage.ids import new_id
 
@@ -34,7 +34,7 @@ async def encode_and_store(
 ) -> Stored:
     """Raises what the store raises (StorageFull, StorageUnavailable, ...); nothing partial is left then."""
     started = time.perf_counter()
-    png = await asyncio.to_thread(postprocess.encode, image, _provenance(settings, runner, job, index))
+    png = await asyncio.to_thread(output.encode, image, _provenance(settings, runner, job, index))
     encoded = time.perf_counter()
     record = ImageRecord(id=new_id(), seed=job.items[index].seed, width=image.width, height=image.height)
     await store.put(record.id, png, _object_metadata(job, record))
@@ -44,7 +44,7 @@ async def encode_and_store(
 def _provenance(settings: Settings, runner: Runner, job: Job, index: int) -> Provenance:
     item = job.items[index]
     if job.kind == "refine":
-        return postprocess.refine_provenance(
+        return output.refine_provenance(
             item,
             model=job.model,
             scheduler=type(runner.refiner.scheduler).__name__,
@@ -53,7 +53,7 @@ def _provenance(settings: Settings, runner: Runner, job: Job, index: int) -> Pro
         )
     # A named scheduler by its name; otherwise the class of the model's own (recorded when it was loaded).
     scheduler = item.setup.scheduler or runner.scheduler_names.get(item.setup.model, "default")
-    return postprocess.generate_provenance(item, scheduler=scheduler, watermark=settings.watermark)
+    return output.generate_provenance(item, scheduler=scheduler, watermark=settings.watermark)
 
 
 def image_event(job: Job, record: ImageRecord) -> dict[str, Any]:

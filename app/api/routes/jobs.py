@@ -8,8 +8,8 @@ from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
 from app.api.deps import ServiceDep
-from app.api.shared import ERRORS
-from app.engine.jobs import Job
+from app.api.response_docs import ERRORS
+from app.engine.jobs.job import Job
 from app.engine.service import ImageService
 from app.schemas import ErrorResponse, JobResponse
 

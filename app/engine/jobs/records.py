@@ -13,7 +13,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from app.engine.jobs import Job, JobStatus
+from app.engine.jobs.job import Job, JobStatus
 from app.errors import ServiceError
 from app.storage.base import ImageStore
 from app.storage.ids import check_id

@@ -4,7 +4,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
 
 from app.api.deps import StoreDep
-from app.api.shared import ERRORS
+from app.api.response_docs import ERRORS
 from app.errors import NotFound
 from app.schemas import ErrorResponse
 from app.storage.base import PRESIGN_EXPIRY_S

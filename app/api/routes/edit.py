@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from app.api.deps import ServiceDep
+from app.api.response_docs import IMAGE_RESPONSES
 from app.api.responses import accepted, check_png_single, finished, wants_async
-from app.api.shared import IMAGE_RESPONSES
 from app.schemas import Img2ImgRequest, InpaintRequest
 
 router = APIRouter(tags=["images"])

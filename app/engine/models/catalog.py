@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from app.config import Settings
-from app.engine import samplers
-from app.engine.model_cache import PipelineCache
-from app.engine.registry import Registry
+from app.engine.gpu.model_cache import PipelineCache
+from app.engine.models import samplers
+from app.engine.models.registry import Registry
 
 
 def models_info(

@@ -33,7 +33,7 @@ class JobStatus(enum.StrEnum):
 
 
 @dataclass(frozen=True)
-class JobError:
+class JobFailure:
     type: str
     message: str
     status_code: int
@@ -63,7 +63,7 @@ class Job:
     finished: float | None = None
     steps_done: int = 0  # image-steps: a batch of k of this job's images advances k per step
     images: list[ImageRecord] = field(default_factory=list)
-    error: JobError | None = None
+    error: JobFailure | None = None
     timings: dict[str, float] = field(default_factory=dict)
     # Set from the event loop, read by the owner thread at each denoising step.
     cancel_requested: threading.Event = field(default_factory=threading.Event)
@@ -88,7 +88,7 @@ class Job:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), timeout)
 
-    def finish(self, status: JobStatus, error: JobError | None = None) -> bool:
+    def finish(self, status: JobStatus, error: JobFailure | None = None) -> bool:
         if self.status.terminal:
             return False
         self.status, self.error, self.finished = status, error, time.time()

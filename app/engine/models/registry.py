@@ -155,7 +155,7 @@ def build_registry(settings: Settings) -> Registry:
 
 def _check_references(models: dict[str, ModelEntry], vaes: dict[str, ExtraEntry]) -> None:
     """What a models file names must exist and fit, so a typo stops startup instead of failing requests."""
-    from app.engine import samplers
+    from app.engine.models import samplers
 
     for entry in models.values():
         d = entry.defaults
@@ -228,7 +228,7 @@ def _read_models_file(
 
 
 def _scheduler(name: Any) -> str | None:
-    from app.engine import samplers
+    from app.engine.models import samplers
 
     if name is None:
         return None

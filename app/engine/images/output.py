@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from PIL import Image
 
-from app.engine.metadata import Provenance, encode_png
-from app.engine.pipelines import GenerateParams, RefineParams
-from app.engine.watermark import apply_watermark
+from app.engine.images.metadata import Provenance, encode_png
+from app.engine.images.watermark import apply_watermark
+from app.engine.jobs.items import GenerateParams, RefineParams
 
 
 def generate_provenance(p: GenerateParams, *, scheduler: str, watermark: bool) -> Provenance:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.engine.registry import ModelEntry
+from app.engine.models.registry import ModelEntry
 from app.errors import ModelLoadError
 
 logger = logging.getLogger(__name__)

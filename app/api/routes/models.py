@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from app.api.deps import ServiceDep
-from app.api.shared import ERRORS
+from app.api.response_docs import ERRORS
 from app.schemas import ModelsResponse
 
 router = APIRouter(tags=["models"])

@@ -13,9 +13,10 @@ from typing import Any
 from PIL import Image
 
 from app.config import Settings
-from app.engine import samplers, uploads
-from app.engine.pipelines import Control, GenerateParams, RefineParams, Setup
-from app.engine.registry import Defaults, ModelEntry, Registry
+from app.engine.images import inputs
+from app.engine.jobs.items import Control, GenerateParams, RefineParams, Setup
+from app.engine.models import samplers
+from app.engine.models.registry import Defaults, ModelEntry, Registry
 from app.errors import InvalidRequest
 from app.schemas import MAX_SEED, GenerateRequest, Img2ImgRequest, PictureRequest, RefineRequest
 
@@ -132,7 +133,7 @@ def generate_params(
     if req.controlnet is not None:
         registry.controlnet(req.controlnet.name, entry)
         assert control is not None, "the service decodes the control image"
-        ctrl = Control(req.controlnet.name, uploads.fit(control, width, height), req.controlnet.conditioning_scale)
+        ctrl = Control(req.controlnet.name, inputs.fit(control, width, height), req.controlnet.conditioning_scale)
     return _per_image(req, entry, setup, width, height, steps, control=ctrl, high_noise_frac=frac)
 
 
@@ -161,8 +162,8 @@ def edit_params(
             field="strength",
         )
     kind = "inpaint" if mask is not None else "img2img"
-    image = uploads.fit(image, width, height)
-    mask = uploads.fit(mask, width, height) if mask is not None else None
+    image = inputs.fit(image, width, height)
+    mask = inputs.fit(mask, width, height) if mask is not None else None
     extra = {"kind": kind, "image": image, "mask": mask, "strength": req.strength, "parent_id": req.image_id}
     return _per_image(req, entry, setup, width, height, steps, **extra)
 

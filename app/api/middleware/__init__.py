@@ -1,0 +1,1 @@
+"""ASGI middleware: run before routing, so each sees every request (unknown paths included)."""
