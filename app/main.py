@@ -16,7 +16,7 @@ from app.api.middleware.request_log import RequestLogMiddleware
 from app.api.openapi import document_auth
 from app.api.routes import edit, generate, health, images, jobs, metrics, models, openai_images, refine
 from app.config import Settings
-from app.engine.service import ImageService
+from app.engine import ImageService
 from app.events.factory import build_events
 from app.storage.factory import build_store
 
@@ -31,7 +31,7 @@ def create_app(settings: Settings, *, on_fatal: Callable[[], None] | None = None
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store, events = build_store(settings), build_events(settings)
         await events.start()
-        service = ImageService(settings, store, events, on_fatal=on_fatal)
+        service = ImageService(settings, store, events, on_fatal=on_fatal, download_path=images.download_path)
         app.state.service, app.state.store = service, store
         # Open the store and load in the background so /health answers (and /ready says 503) meanwhile; a store
         # that cannot open (a missing bucket) fails startup like a model that cannot load.

@@ -6,12 +6,12 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from app.engine.service import ImageService
+from app.engine import Engine
 from app.storage.base import ImageStore
 
 
-def get_service(request: Request) -> ImageService:
-    service: ImageService = request.app.state.service
+def get_service(request: Request) -> Engine:
+    service: Engine = request.app.state.service
     return service
 
 
@@ -20,5 +20,5 @@ def get_store(request: Request) -> ImageStore:
     return store
 
 
-ServiceDep = Annotated[ImageService, Depends(get_service)]
+ServiceDep = Annotated[Engine, Depends(get_service)]
 StoreDep = Annotated[ImageStore, Depends(get_store)]

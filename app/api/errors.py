@@ -24,12 +24,53 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import Scope
 
-from app.errors import ServiceError, error_body
+from app.errors import ServiceError
 
 logger = logging.getLogger(__name__)
 
 
 OPENAI_PREFIX = "/v1/"
+
+# THE table: every error type the engine, the storage and the API raise, and the HTTP status it is answered with.
+STATUS: dict[str, int] = {
+    "invalid_request": 422,
+    "invalid_id": 422,
+    "unauthorized": 401,
+    "not_found": 404,
+    "method_not_allowed": 405,
+    "cancelled": 409,
+    "other_replica": 409,
+    "payload_too_large": 413,
+    "unsupported_media_type": 415,
+    "queue_full": 429,
+    "internal_error": 500,
+    "generation_failed": 500,
+    "not_ready": 503,
+    "shutting_down": 503,
+    "queue_timeout": 503,
+    "out_of_memory": 503,
+    "model_load_failed": 503,
+    "storage_unavailable": 503,
+    "storage_full": 507,
+}
+# A 503 says "try again": when the error itself does not say when, clients are told this.
+RETRY_AFTER_S = 5
+
+
+def status_of(type_: str) -> int:
+    return STATUS.get(type_, 500)
+
+
+def retry_headers(status: int, retry_after: float | None) -> dict[str, str]:
+    if retry_after is None and status == 503:
+        retry_after = RETRY_AFTER_S
+    return {} if retry_after is None else {"Retry-After": str(max(1, round(retry_after)))}
+
+
+def error_body(
+    type_: str, message: str, *, field: str | None = None, details: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    return {"error": {"type": type_, "message": message, "field": field, "details": details or []}}
 
 
 def route_path(scope: Scope) -> str:
@@ -94,12 +135,12 @@ def validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
 
 async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
-    if exc.status_code >= 500:
+    status = status_of(exc.type)
+    if status >= 500:
         logger.warning("%s: %s", exc.type, exc.message)
     path = route_path(request.scope)
-    return render_error(
-        path, exc.status_code, exc.type, exc.message, field=exc.field, details=exc.details, headers=exc.headers
-    )
+    headers = retry_headers(status, exc.retry_after)
+    return render_error(path, status, exc.type, exc.message, field=exc.field, details=exc.details, headers=headers)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

@@ -7,8 +7,7 @@ from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 
 from app.api.routes.jobs import job_view
-from app.engine.jobs.job import Job
-from app.engine.service import ImageService
+from app.engine import Engine, Job
 from app.errors import InvalidRequest
 from app.schemas import ImageResponse, Timings
 
@@ -48,7 +47,7 @@ def check_png_single(request: Request, count: int) -> None:
         raise InvalidRequest("Accept: image/png returns one image; use num_images=1 or JSON", field="num_images")
 
 
-def accepted(request: Request, service: ImageService, job: Job) -> JSONResponse:
+def accepted(request: Request, service: Engine, job: Job) -> JSONResponse:
     return JSONResponse(
         job_view(service, job),
         status_code=202,
@@ -56,11 +55,11 @@ def accepted(request: Request, service: ImageService, job: Job) -> JSONResponse:
     )
 
 
-async def finished(request: Request, service: ImageService, job: Job) -> Response:
+async def finished(request: Request, service: Engine, job: Job) -> Response:
     request.state.timings = job.timings
     first = job.images[0]
     if prefers_png(request):
-        png = await service.store.get(first.id)
+        png = await service.png(first.id)
         return Response(png, media_type="image/png", headers={"X-Image-Id": first.id, "X-Seed": str(first.seed)})
     body = ImageResponse(
         id=first.id,

@@ -9,21 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import io
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
-
-from PIL import Image
+from typing import TYPE_CHECKING, Any
 
 from app.config import Settings
 from app.engine import versions
+from app.engine.completion import Completion
 from app.engine.gpu import loader
 from app.engine.gpu.model_cache import free_memory
-from app.engine.gpu.runner import Runner
-from app.engine.gpu.scheduler import Batch, Interrupted, Scheduler
-from app.engine.images import inputs, storing
+from app.engine.gpu.runner import Rendered, Runner
+from app.engine.gpu.scheduler import Batch, Scheduler
+from app.engine.images import inputs
 from app.engine.images.watermark import check_available
 from app.engine.jobs import params
 from app.engine.jobs.items import GenerateParams, batch_key
@@ -32,6 +29,7 @@ from app.engine.jobs.records import JobRecords, View, follow_local
 from app.engine.metrics import Metrics
 from app.engine.models import catalog
 from app.engine.models.registry import Registry, build_registry
+from app.engine.protocol import Engine
 from app.errors import (
     ModelLoadError,
     NotFound,
@@ -62,19 +60,8 @@ class JobFailed(ServiceError):
 
     def __init__(self, job: Job):
         assert job.error is not None
-        super().__init__(job.error.message, headers={"Retry-After": "5"} if job.error.status_code == 503 else None)
-        self.status_code, self.type = job.error.status_code, job.error.type
-
-
-def classify(exc: BaseException) -> tuple[JobStatus, JobFailure]:
-    """The one place that decides what a pipeline failure means."""
-    if isinstance(exc, Interrupted):
-        return JobStatus.CANCELLED, JobFailure("cancelled", "cancelled while running", 409)
-    if type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower():
-        return JobStatus.FAILED, JobFailure("out_of_memory", "the GPU ran out of memory; retry or ask for less", 503)
-    if isinstance(exc, ServiceError):
-        return JobStatus.FAILED, JobFailure(exc.type, exc.message, exc.status_code)
-    return JobStatus.FAILED, JobFailure("generation_failed", f"the pipeline failed ({type(exc).__name__})", 500)
+        super().__init__(job.error.message, retry_after=job.error.retry_after)
+        self.type = job.error.type
 
 
 class ImageService:
@@ -84,6 +71,7 @@ class ImageService:
         store: ImageStore,
         events: EventSink | None = None,
         on_fatal: Callable[[], None] | None = None,
+        download_path: Callable[[str], str] | None = None,
     ):
         self.settings = settings
         self.store = store
@@ -91,21 +79,32 @@ class ImageService:
         self.metrics = Metrics()
         self.jobs = JobRegistry(settings.job_ttl_s)
         self.records = JobRecords(store)  # so other replicas can answer for this one's jobs
+        self.inputs = inputs.Inputs(settings, store)
         self.state = State.STARTING
         self.error: str | None = None
         self.device = "unknown"
         self.refiner_loads = 0  # how many times a refiner load was attempted (one, unless a load failed)
-        self.failures_in_a_row = 0
+        self.completion = Completion(
+            settings,
+            store,
+            self.events,
+            self.metrics,
+            finish=self._finish,
+            spawn=self._spawn,
+            queue_depth=lambda: self.scheduler.depth,
+            free_memory=lambda: self._spawn(self.scheduler.call(free_memory)),
+            download_path=download_path,
+        )
         self.scheduler = Scheduler(
             self._run_batch,
             max_queue=settings.max_queue,
             max_batch=settings.max_batch,
             max_batch_pixels=settings.batch_max_pixels,
             window_s=settings.batch_window_ms / 1000,
-            on_started=self._on_started,
-            on_step=self._on_step,
-            on_done=self._on_done,
-            on_error=self._on_error,
+            on_started=self.completion.started,
+            on_step=self.completion.step,
+            on_done=self.completion.done,
+            on_error=self.completion.failed,
         )
         self._on_fatal = on_fatal
         self._placement: loader.Placement | None = None
@@ -134,7 +133,9 @@ class ImageService:
         self.scheduler.start()
         self._expiry = asyncio.create_task(self._expire_forever(), name="expire-queued-jobs")
         self.state = State.LOADING
-        if problem := await asyncio.to_thread(_check_versions):  # imports transformers: off the loop
+        if problem := await asyncio.to_thread(
+            versions.check_at_startup, loader.quiet_library_output
+        ):  # imports transformers: off the loop
             return self._fail(problem)
         try:
             self.registry = build_registry(self.settings)
@@ -184,7 +185,7 @@ class ImageService:
         if self.state is State.STOPPING:
             return
         self.state = State.STOPPING
-        error = JobFailure("shutting_down", "the service is shutting down; retry on another replica", 503)
+        error = JobFailure("shutting_down", "the service is shutting down; retry on another replica")
         for job in self.scheduler.close():
             self._finish(job, JobStatus.FAILED, error)
         logger.info("shutting down: refusing new work, letting the running batch finish")
@@ -201,12 +202,16 @@ class ImageService:
             if task is not None:
                 task.cancel()
         for job in self.jobs.active():  # anything still open now can no longer finish
-            self._finish(job, JobStatus.FAILED, JobFailure("shutting_down", "the service stopped", 503))
+            self._finish(job, JobStatus.FAILED, JobFailure("shutting_down", "the service stopped"))
         if self._tasks:  # the records of those jobs, before the store closes
             await asyncio.wait(list(self._tasks), timeout=5)
         if self.runner is not None:
             for name, role in self.runner.unload_all():
                 self.events.emit("model.unloaded", {"model": name, "role": role, "device": self.device, "to": "exit"})
+
+    @property
+    def failures_in_a_row(self) -> int:
+        return self.completion.failures_in_a_row
 
     @property
     def ready(self) -> bool:
@@ -219,7 +224,7 @@ class ImageService:
 
     def _ready_registry(self) -> Registry:
         if self.state is not State.READY or self.registry is None:
-            raise NotReady(self.not_ready_reason(), headers={"Retry-After": "5"})
+            raise NotReady(self.not_ready_reason(), retry_after=5)
         return self.registry
 
     @property
@@ -235,7 +240,7 @@ class ImageService:
         registry = self._ready_registry()
         control = None
         if req.controlnet is not None:
-            control = await self._upload(req.controlnet.image, "controlnet.image")
+            control = await self.inputs.upload(req.controlnet.image, "controlnet.image")
         if control is None:
             items = params.generate_params(self.settings, req, registry)
         else:  # resizing the control image to the output size is not work for the event loop
@@ -247,10 +252,10 @@ class ImageService:
     async def submit_edit(self, req: Img2ImgRequest) -> Job:
         """img2img, or inpaint when `req` is an InpaintRequest. Inputs are decoded off the event loop."""
         registry = self._ready_registry()
-        image = await self._input(req.image, req.image_id, "image")
+        image = await self.inputs.image(req.image, req.image_id, "image")
         mask = None
         if isinstance(req, InpaintRequest):
-            mask = await self._input(req.mask, req.mask_id, "mask", mode="L")
+            mask = await self.inputs.image(req.mask, req.mask_id, "mask", mode="L")
         # Off the event loop: the inputs may be resized to the output size.
         items = await asyncio.to_thread(params.edit_params, self.settings, req, registry, image, mask)
         job = self._job(items[0].kind, items)
@@ -270,33 +275,12 @@ class ImageService:
             steps=first.steps_run,
         )
 
-    async def _upload(self, text: str, field: str, mode: str = "RGB") -> Image.Image:
-        def decode() -> Image.Image:  # ~70 ms for 16 MiB of base64: not on the event loop
-            return self._open(inputs.decode_base64(text, field, self.settings.max_upload_bytes), field, mode)
-
-        return await asyncio.to_thread(decode)
-
-    async def _input(self, text: str | None, image_id: str | None, field: str, mode: str = "RGB") -> Image.Image:
-        if text is not None:
-            return await self._upload(text, field, mode)
-        assert image_id is not None  # the schema asks for exactly one
-        try:
-            data = await self.store.get(check_id(image_id))
-        except NotFound as exc:
-            raise NotFound(exc.message, field=f"{field}_id") from None
-        return await asyncio.to_thread(self._open, data, f"{field}_id", mode)
-
-    def _open(self, data: bytes, field: str, mode: str) -> Image.Image:
-        return inputs.open_image(
-            data, field, max_pixels=self.settings.max_pixels, min_side=self.settings.min_upload_side, mode=mode
-        )
-
     async def submit_refine(self, req: RefineRequest) -> Job:
         registry = self._ready_registry()
         defaults = registry.model(None).defaults
         parent_id = check_id(req.id)
         steps = params.check_refine_steps(self.settings, req, defaults)
-        source = await asyncio.to_thread(_decode_png, await self.store.get(parent_id))
+        source = await self.inputs.stored(parent_id)
         await self.refiner()
         item = params.refine_params(req, steps, defaults, source)
         job = Job(
@@ -332,6 +316,20 @@ class ImageService:
                 await self.scheduler.call(self.runner.load_refiner)
         return self.runner.refiner
 
+    # --- what the API reads: stored PNGs and metrics ---------------------------------------------------
+    async def png(self, image_id: str) -> bytes:
+        """A stored image's PNG (raises NotFound)."""
+        return await self.store.get(image_id)
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        """One answered HTTP request, by route template (never the raw path: label cardinality)."""
+        self.metrics.requests.labels(route, method, str(status)).inc()
+        self.metrics.latency.labels(route).observe(seconds)
+
+    def metrics_text(self) -> bytes:
+        self.metrics.queue_depth.set(self.scheduler.depth)
+        return self.metrics.render()
+
     # --- the registry, as GET /models shows it ---------------------------------------------------------
     def model_names(self) -> list[str]:
         registry = self._ready_registry()
@@ -358,7 +356,7 @@ class ImageService:
             return job
         job.cancel_requested.set()
         if self.scheduler.remove(job) and job.started is None:
-            self._finish(job, JobStatus.CANCELLED, JobFailure("cancelled", reason, 409))
+            self._finish(job, JobStatus.CANCELLED, JobFailure("cancelled", reason))
         # else: it is running; the owner stops at the next step (or drops its images) and finishes it.
         return job
 
@@ -410,7 +408,7 @@ class ImageService:
 
     async def _expire_forever(self) -> None:
         error = JobFailure(
-            "queue_timeout", f"waited more than {self.settings.queue_timeout_s:g}s in the queue; not run", 503
+            "queue_timeout", f"waited more than {self.settings.queue_timeout_s:g}s in the queue; not run"
         )
         while True:
             await asyncio.sleep(0.25)
@@ -418,92 +416,9 @@ class ImageService:
                 self._finish(job, JobStatus.FAILED, error)
 
     # --- the owner thread runs this -----------------------------------------------------------------
-    def _run_batch(self, batch: Batch, on_step: Callable[[], None]) -> list[Image.Image]:
+    def _run_batch(self, batch: Batch, on_step: Callable[[], None]) -> list[Rendered]:
         assert self.runner is not None
-        job = batch.items[0].job
-        if job.kind == "refine":
-            return [self.runner.refine(job.items[0], on_step)]
-        return self.runner.generate([item.job.items[item.index] for item in batch.items], on_step)
-
-    # --- callbacks from the owner, on the event loop ------------------------------------------------
-    def _on_started(self, batch: Batch) -> None:
-        now = time.time()
-        self.metrics.batch_size.observe(len(batch.items))
-        self.metrics.queue_depth.set(self.scheduler.depth)
-        for job in batch.jobs:
-            if job.started is None:
-                job.started = now
-                job.timings["queue_ms"] = round(job.waited * 1000, 2)
-                self.metrics.queue_wait.observe(job.waited)
-            if job.status is JobStatus.QUEUED:
-                job.status = JobStatus.RUNNING
-                job.touch()
-
-    def _on_step(self, batch: Batch) -> None:
-        for item in batch.items:
-            item.job.steps_done += 1
-        for job in batch.jobs:
-            job.touch()
-
-    def _on_done(self, batch: Batch, images: list[Image.Image]) -> None:
-        self.failures_in_a_row = 0
-        seconds = time.perf_counter() - batch.started
-        self.metrics.inference.labels(batch.items[0].job.kind).observe(seconds)
-        for job in batch.jobs:
-            job.timings["inference_ms"] = round(job.timings.get("inference_ms", 0) + seconds * 1000, 2)
-        for item, image in zip(batch.items, images, strict=True):
-            self.events.emit(
-                "image.generated",
-                {
-                    "job_id": item.job.id,
-                    "kind": item.job.kind,
-                    "model": item.job.model,
-                    "seed": item.job.items[item.index].seed,
-                    "width": image.width,
-                    "height": image.height,
-                },
-            )
-            if item.job.cancel_requested.is_set():
-                self._finish(item.job, JobStatus.CANCELLED, JobFailure("cancelled", "cancelled while running", 409))
-            elif not item.job.status.terminal:
-                self._spawn(self._store(item.job, item.index, image))
-
-    def _on_error(self, batch: Batch, exc: BaseException) -> None:
-        status, error = classify(exc)
-        # A request's own mistake (a LoRA that does not fit) or an optional model that will not load says
-        # nothing about this replica's health; only real pipeline failures count towards /ready.
-        if status is JobStatus.FAILED and error.type not in ("invalid_request", "model_load_failed"):
-            self.failures_in_a_row += 1
-            logger.warning("pipeline call failed (%s in a row): %s: %s", self.failures_in_a_row, error.type, exc)
-            if error.type == "out_of_memory":
-                self._spawn(self.scheduler.call(free_memory))
-        for job in batch.jobs:
-            self._finish(job, status, error)
-
-    async def _store(self, job: Job, index: int, image: Image.Image) -> None:
-        assert self.runner is not None
-        try:
-            stored = await storing.encode_and_store(self.store, self.settings, self.runner, job, index, image)
-        except Exception as exc:
-            if isinstance(exc, ServiceError):
-                logger.warning("storing an image of job %s failed: %s", job.id, exc.message)
-            else:
-                logger.exception("storing an image of job %s failed", job.id)
-            status, error = classify(exc)
-            self._finish(job, status, error)
-            return
-        record = stored.record
-        self.events.emit("image.stored", storing.image_event(job, record), image=stored.png)
-        job.timings["encode_ms"] = round(job.timings.get("encode_ms", 0) + stored.encode_s * 1000, 2)
-        job.timings["store_ms"] = round(job.timings.get("store_ms", 0) + stored.store_s * 1000, 2)
-        self.metrics.images.labels(job.kind).inc()
-        job.images.append(record)
-        seeds = [p.seed for p in job.items]  # distinct within a job (seed + i), so they give the order
-        job.images.sort(key=lambda r: seeds.index(r.seed))
-        if len(job.images) == len(job.items) and not job.status.terminal:
-            self._finish(job, JobStatus.SUCCEEDED)
-        else:
-            job.touch()
+        return self.runner.run([item.job.items[item.index] for item in batch.items], on_step)
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
@@ -511,29 +426,5 @@ class ImageService:
         task.add_done_callback(self._tasks.discard)
 
 
-def _decode_png(data: bytes) -> Image.Image:
-    with Image.open(io.BytesIO(data)) as image:
-        return image.convert("RGB")
-
-
-def _check_versions() -> str | None:
-    """Packages that cannot work together stop startup with their names; mere drift from the lock is a warning,
-    since an operator may upgrade one package on purpose (and then runs the tests, see the README).
-
-    The lock is compared first, from metadata alone: if a library then fails to import (transformers checks its
-    own dependencies' versions at import), the failure is reported together with what drifted."""
-    lock = versions.runtime_lock()
-    changed = versions.drift(lock) if lock is not None else []
-    if lock is not None and changed:
-        shown = ", ".join(changed[:8]) + (f" and {len(changed) - 8} more" if len(changed) > 8 else "")
-        logger.warning("installed packages differ from lock/%s: %s; %s", lock.name, shown, versions.LOCK_HINT)
-    try:
-        loader.quiet_library_output()
-        found = versions.conflicts()
-    except Exception as exc:  # an import-time version check, or a broken install
-        drifted = f" (differing from the lock: {', '.join(changed)})" if changed else ""
-        first = (str(exc).strip().splitlines() or [""])[0]  # the rest is pip advice for one package
-        return f"the installed packages do not import: {type(exc).__name__}: {first}{drifted}; {versions.LOCK_HINT}"
-    if found:
-        return f"installed packages do not work together: {'; '.join(found)}; {versions.LOCK_HINT}"
-    return None
+if TYPE_CHECKING:  # the facade is what the API's protocol says it is (mypy checks this line)
+    _implements: type[Engine] = ImageService

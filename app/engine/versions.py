@@ -8,13 +8,17 @@ nothing here imports torch, diffusers or transformers unless they are asked for 
 from __future__ import annotations
 
 import importlib
+import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
+
+logger = logging.getLogger(__name__)
 
 LOCK_DIR = Path(__file__).resolve().parents[2] / "lock"
 LOCK_HINT = (
@@ -113,3 +117,26 @@ def drift(lock: Path) -> list[str]:
         elif not _same(have, pinned):
             found.append(f"{name} {have} (lock: {pinned})")
     return found
+
+
+def check_at_startup(import_libraries: Callable[[], None]) -> str | None:
+    """Packages that cannot work together stop startup with their names; mere drift from the lock is a warning,
+    since an operator may upgrade one package on purpose (and then runs the tests, see the README).
+
+    The lock is compared first, from metadata alone: if a library then fails to import (transformers checks its
+    own dependencies' versions at import), the failure is reported together with what drifted."""
+    lock = runtime_lock()
+    changed = drift(lock) if lock is not None else []
+    if lock is not None and changed:
+        shown = ", ".join(changed[:8]) + (f" and {len(changed) - 8} more" if len(changed) > 8 else "")
+        logger.warning("installed packages differ from lock/%s: %s; %s", lock.name, shown, LOCK_HINT)
+    try:
+        import_libraries()
+        found = conflicts()
+    except Exception as exc:  # an import-time version check, or a broken install
+        drifted = f" (differing from the lock: {', '.join(changed)})" if changed else ""
+        first = (str(exc).strip().splitlines() or [""])[0]  # the rest is pip advice for one package
+        return f"the installed packages do not import: {type(exc).__name__}: {first}{drifted}; {LOCK_HINT}"
+    if found:
+        return f"installed packages do not work together: {'; '.join(found)}; {LOCK_HINT}"
+    return None

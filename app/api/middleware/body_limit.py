@@ -14,8 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.errors import route_path
-from app.errors import error_body
+from app.api.errors import render_error, route_path
 
 
 class BodyTooLarge(HTTPException):
@@ -43,7 +42,7 @@ class BodyLimitMiddleware:
         setting = "SDXL_MAX_UPLOAD_BYTES" if upload else "SDXL_MAX_BODY_BYTES"
         declared = Headers(scope=scope).get("content-length")
         if declared is not None and declared.strip().isdigit() and int(declared) > limit:
-            await _too_large(limit, setting)(scope, receive, send)
+            await _too_large(scope, limit, setting)(scope, receive, send)
             return
 
         received = 0
@@ -69,13 +68,11 @@ class BodyLimitMiddleware:
             # Normally the app's error handlers answer it; this covers a reader outside their reach.
             if started:
                 raise
-            await _too_large(limit, setting)(scope, receive, send)
+            await _too_large(scope, limit, setting)(scope, receive, send)
 
 
-def _too_large(limit: int, setting: str) -> JSONResponse:
+def _too_large(scope: Scope, limit: int, setting: str) -> JSONResponse:
     # Connection: close: the rest of the body is never read, so the connection cannot be reused.
-    return JSONResponse(
-        error_body("payload_too_large", BodyTooLarge(limit, setting).detail),
-        status_code=413,
-        headers={"Connection": "close"},
-    )
+    message = BodyTooLarge(limit, setting).detail
+    headers = {"Connection": "close"}
+    return render_error(route_path(scope), 413, "payload_too_large", message, headers=headers)

@@ -62,5 +62,4 @@ def _observe(scope: Scope, status: int, seconds: float) -> None:
         return
     # The route's template, never the raw path: ids and junk paths must not explode label cardinality.
     route = getattr(scope.get("route"), "path", "unmatched")
-    service.metrics.requests.labels(route, scope["method"], str(status)).inc()
-    service.metrics.latency.labels(route).observe(seconds)
+    service.observe_request(route, scope["method"], status, seconds)

@@ -4,7 +4,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from app.api.deps import ServiceDep
-from app.errors import error_body
+from app.api.errors import render_error, retry_headers
 from app.schemas import ErrorResponse, HealthResponse, ReadyResponse
 
 router = APIRouter(tags=["health"])
@@ -24,6 +24,4 @@ async def health() -> HealthResponse:
 async def ready(service: ServiceDep) -> ReadyResponse | JSONResponse:
     if service.ready:
         return ReadyResponse(status="ready", model=service.settings.model, device=service.device)
-    return JSONResponse(
-        error_body("not_ready", service.not_ready_reason()), status_code=503, headers={"Retry-After": "5"}
-    )
+    return render_error("/ready", 503, "not_ready", service.not_ready_reason(), headers=retry_headers(503, None))

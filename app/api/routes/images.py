@@ -12,6 +12,12 @@ from app.storage.ids import check_id
 
 router = APIRouter(tags=["images"])
 
+
+def download_path(image_id: str) -> str:
+    """Where a stored image is downloaded: the engine's `image.stored` events carry it."""
+    return f"/download/{image_id}"
+
+
 # Images never change once stored, so clients and caches may keep them for a year.
 _CACHE_FOREVER = "max-age=31536000, immutable"
 

@@ -9,8 +9,7 @@ from fastapi.responses import StreamingResponse
 
 from app.api.deps import ServiceDep
 from app.api.response_docs import ERRORS
-from app.engine.jobs.job import Job
-from app.engine.service import ImageService
+from app.engine import Engine, Job
 from app.schemas import ErrorResponse, JobResponse
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -21,7 +20,7 @@ _JOB_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def job_view(service: ImageService, job: Job) -> dict[str, Any]:
+def job_view(service: Engine, job: Job) -> dict[str, Any]:
     return service.view(job)
 
 

@@ -19,5 +19,4 @@ router = APIRouter(tags=["health"])
     summary="Prometheus metrics",
 )
 async def metrics(service: ServiceDep) -> Response:
-    service.metrics.queue_depth.set(service.scheduler.depth)
-    return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    return Response(service.metrics_text(), media_type=CONTENT_TYPE_LATEST)

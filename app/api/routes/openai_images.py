@@ -73,7 +73,7 @@ async def create_images(body: OpenAIImageRequest, request: Request, service: Ser
     if body.response_format == "url":
         data = [OpenAIImage(url=str(request.url_for("download", id=image.id))) for image in job.images]
     else:
-        pngs = await asyncio.gather(*(service.store.get(image.id) for image in job.images))
+        pngs = await asyncio.gather(*(service.png(image.id) for image in job.images))
         data = [OpenAIImage(b64_json=base64.b64encode(png).decode()) for png in pngs]
     return OpenAIImagesResponse(created=int(job.created), data=data)
 

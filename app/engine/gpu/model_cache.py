@@ -113,7 +113,7 @@ class PipelineCache:
             return
         left = FAILED_LOAD_TTL_S - (time.monotonic() - failed[0])
         if left > 0:
-            raise ModelLoadError(f"{failed[1]} (not retried for {left:.0f} s)", headers={"Retry-After": f"{left:.0f}"})
+            raise ModelLoadError(f"{failed[1]} (not retried for {left:.0f} s)", retry_after=left)
 
     def _make_room(self, incoming: int, keep: str) -> None:
         def over() -> bool:

@@ -9,7 +9,8 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
 from PIL import Image
 
@@ -27,6 +28,15 @@ logger = logging.getLogger(__name__)
 
 # Called on every model placement change: (name, role, old location, new location, load seconds or None).
 OnModel = Callable[[str, str, str, str, float | None], None]
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """One image from a pipeline call, with what its provenance needs from the owner's state: read here, on the
+    owner's thread, so that nothing on the event loop reads state the owner mutates."""
+
+    image: Image.Image
+    scheduler: str  # the sampler asked for, else the class of the pipeline's own scheduler
 
 
 class Components:
@@ -107,6 +117,19 @@ class Runner:
         return self.refiner
 
     # --- running -------------------------------------------------------------------------------------
+    def run(self, items: list[GenerateParams] | list[RefineParams], on_step: Callable[[], None]) -> list[Rendered]:
+        """One pipeline call for a batch: the one place that dispatches on what the items are."""
+        first = items[0]
+        if isinstance(first, RefineParams):  # a refine always runs alone
+            return [Rendered(self.refine(first, on_step), type(self.refiner.scheduler).__name__)]
+        batch = cast(list[GenerateParams], items)
+        images = self.generate(batch, on_step)
+        # A named scheduler by its name; otherwise the class of the model's own (recorded when it was loaded).
+        return [
+            Rendered(image, p.setup.scheduler or self.scheduler_names.get(p.setup.model, "default"))
+            for image, p in zip(images, batch, strict=True)
+        ]
+
     def generate(self, batch: list[GenerateParams], on_step: Callable[[], None]) -> list[Image.Image]:
         p = batch[0]
         entry = self.registry.model(p.setup.model)

@@ -3,11 +3,8 @@
 HTTP handlers never touch a pipeline. They submit jobs (or, for loads, `await scheduler.call(fn)`) and await;
 the event loop stays free while the model works.
 
-Batching: the owner takes the oldest queued image, then every queued image with the same batch key (same
-model, size, steps, guidance, scheduler...) up to `max_batch` images and `max_batch_pixels` pixels, waiting at
-most `window_s` for clients whose previous images are still being delivered (see `_gather`). Each image keeps
-its own prompt and its own seeded generator, so what it looks like does not depend on what it was batched with.
-The oldest image always goes first: nothing starves.
+Batching: the policy (which images share a call, how long to wait for more, when to come back) is pure functions in
+`app.engine.gpu.batching`, documented there; the scheduler owns the queue, the lock and the waiting.
 
 Threading: `_cv` guards the pending queue and internal calls. Everything the owner learns about a job (started,
 progress, images, failure) is handed to the event loop with `call_soon_threadsafe`; job objects are only
@@ -25,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from app.engine.gpu import batching
 from app.engine.jobs.job import Job
 from app.errors import ServiceError
 
@@ -32,16 +30,12 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_WAIT_SHARE = 0.025  # the most of a batch's run time the owner may spend waiting to fill the next one
-
 
 class QueueFull(ServiceError):
-    status_code = 429
     type = "queue_full"
 
 
 class ShuttingDown(ServiceError):
-    status_code = 503
     type = "shutting_down"
 
 
@@ -145,14 +139,12 @@ class Scheduler:
     def submit(self, job: Job) -> None:
         with self._cv:
             if self._closed:
-                raise ShuttingDown(
-                    "the service is shutting down; retry on another replica", headers={"Retry-After": "1"}
-                )
+                raise ShuttingDown("the service is shutting down; retry on another replica", retry_after=1)
             free = self.max_queue - len(self._pending)
             if len(job.items) > free:
                 raise QueueFull(
                     f"the queue is full ({self.max_queue} images waiting); retry shortly",
-                    headers={"Retry-After": str(self._retry_after())},
+                    retry_after=self._retry_after(),
                 )
             self._pending.extend(Item(job, i) for i in range(len(job.items)))
             self._unfinished.add(job)
@@ -203,7 +195,11 @@ class Scheduler:
         return self._busy_s / max(time.perf_counter() - self._born, 1e-9)
 
     def _retry_after(self) -> int:
-        return max(1, min(30, len(self._pending) // max(self.max_batch, 1)))
+        return batching.retry_after(len(self._pending), self.max_batch)
+
+    @property
+    def _limits(self) -> batching.BatchLimits:
+        return batching.BatchLimits(self.max_batch, self.max_batch_pixels, self.window_s)
 
     # --- the owner thread --------------------------------------------------------------------------
     def _run_forever(self) -> None:
@@ -224,7 +220,7 @@ class Scheduler:
 
     def _take_batch(self) -> Batch | None:
         """Called with the lock held. Picks the oldest runnable image and what may share its call."""
-        while self._pending and self._pending[0].job.cancel_requested.is_set():
+        for _ in range(batching.cancelled_at_head(self._pending)):
             self._pending.popleft()
         if not self._pending:
             return None
@@ -239,45 +235,27 @@ class Scheduler:
     def _gather(self, head: Item) -> list[Item]:
         """Wait (lock held, released while waiting) for images that may join the head's call.
 
-        Only while other jobs are in flight (their images being encoded and stored): their clients are the ones
-        likely to come back within milliseconds. A lone request on an idle GPU starts at once. The wait ends
-        when the batch is full, when everyone in flight is back in the queue (or done), or after `window_s`,
-        and never lasts more than 2.5 % of the last batch's run time: the GPU's idle share stays small even
-        where a bigger batch gains little (on CPU, batch 8 is barely faster per image than batch 4).
+        When to wait and for how long is `batching.keep_waiting` / `batching.wait_limit`.
         """
-        limit = self.window_s if self._last_batch_s <= 0 else min(self.window_s, _WAIT_SHARE * self._last_batch_s)
-        deadline = time.monotonic() + limit
-        chosen = self._compatible(head)
-        while len(chosen) < self.max_batch and not self._stop and self._others_in_flight(head.job):
+        limits = self._limits
+        deadline = time.monotonic() + batching.wait_limit(limits.window_s, self._last_batch_s)
+        chosen = batching.batch_for(head, self._pending, limits)
+        while True:
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            in_flight = batching.others_in_flight(head.job, self._unfinished, self._pending)
+            if not batching.keep_waiting(
+                len(chosen), limits, stopping=self._stop, in_flight=in_flight, remaining_s=remaining
+            ):
                 break
             self._cv.wait(remaining)  # submit() and job_finished() notify
-            chosen = self._compatible(head)
+            chosen = batching.batch_for(head, self._pending, limits)
         return chosen
-
-    def _others_in_flight(self, job: Job) -> bool:
-        queued = {id(item.job) for item in self._pending}
-        return any(other is not job and id(other) not in queued for other in self._unfinished)
 
     def job_finished(self, job: Job) -> None:
         """The service reports every job's end, so the batcher knows whose clients may come back."""
         with self._cv:
             self._unfinished.discard(job)
             self._cv.notify_all()
-
-    def _compatible(self, head: Item) -> list[Item]:
-        chosen, pixels = [head], head.job.pixels
-        for item in self._pending:
-            if len(chosen) >= self.max_batch:
-                break
-            if item is head or item.job.batch_key != head.job.batch_key or item.job.cancel_requested.is_set():
-                continue
-            if pixels + item.job.pixels > self.max_batch_pixels:
-                continue
-            chosen.append(item)
-            pixels += item.job.pixels
-        return chosen
 
     def _to_loop(self, fn: Callable[..., Any], *args: Any) -> None:
         assert self._loop is not None

@@ -8,13 +8,17 @@ header parse, not gigabytes. Truncated or corrupt files fail the full decode and
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import io
 
 from PIL import Image, UnidentifiedImageError
 
-from app.errors import InvalidRequest
+from app.config import Settings
+from app.errors import InvalidRequest, NotFound
+from app.storage.base import ImageStore
+from app.storage.ids import check_id
 
 FORMATS = ("PNG", "JPEG", "WEBP")
 
@@ -63,3 +67,41 @@ def fit(image: Image.Image, width: int, height: int) -> Image.Image:
     if image.size == (width, height):
         return image
     return image.resize((width, height), Image.Resampling.LANCZOS)
+
+
+class Inputs:
+    """A request's images, decoded off the event loop: base64 in the body, or a stored image by its id."""
+
+    def __init__(self, settings: Settings, store: ImageStore):
+        self.settings, self.store = settings, store
+
+    async def upload(self, text: str, field: str, mode: str = "RGB") -> Image.Image:
+        def decode() -> Image.Image:  # ~70 ms for 16 MiB of base64: not on the event loop
+            return self._open(decode_base64(text, field, self.settings.max_upload_bytes), field, mode)
+
+        return await asyncio.to_thread(decode)
+
+    async def image(self, text: str | None, image_id: str | None, field: str, mode: str = "RGB") -> Image.Image:
+        """`field` as base64, or `{field}_id` from the store: the schema asks for exactly one."""
+        if text is not None:
+            return await self.upload(text, field, mode)
+        assert image_id is not None
+        try:
+            data = await self.store.get(check_id(image_id))
+        except NotFound as exc:
+            raise NotFound(exc.message, field=f"{field}_id") from None
+        return await asyncio.to_thread(self._open, data, f"{field}_id", mode)
+
+    async def stored(self, image_id: str) -> Image.Image:
+        """One of our own PNGs (to refine): trusted, so decoded without the upload checks."""
+        return await asyncio.to_thread(_decode_png, await self.store.get(image_id))
+
+    def _open(self, data: bytes, field: str, mode: str) -> Image.Image:
+        return open_image(
+            data, field, max_pixels=self.settings.max_pixels, min_side=self.settings.min_upload_side, mode=mode
+        )
+
+
+def _decode_png(data: bytes) -> Image.Image:
+    with Image.open(io.BytesIO(data)) as image:
+        return image.convert("RGB")

@@ -34,9 +34,11 @@ class JobStatus(enum.StrEnum):
 
 @dataclass(frozen=True)
 class JobFailure:
+    """Why a job did not succeed: a stable type (the API's table gives it a status) and a message for people."""
+
     type: str
     message: str
-    status_code: int
+    retry_after: float | None = None  # seconds, where waiting helps
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,148 @@
+"""A batch's life after the queue, on the event loop: the GPU owner's four reports, and each image to the store.
+
+The owner thread reports through the scheduler, which hops onto the event loop:
+  1. `started`: the batch's jobs are running (queue time recorded).
+  2. `step`: one denoising step, for every image of the batch (progress).
+  3. `done`: one `Rendered` per image. Each image of a job still wanted is encoded and stored off the loop
+     (`_store`); a job succeeds once all its images are stored, listed in seed order.
+  4. `failed`: the pipeline raised; `classify` decides what that means, and every job of the batch ends.
+Every job that reaches here ends: succeeded, failed with a reason, or cancelled.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from app.config import Settings
+from app.engine.gpu.runner import Rendered
+from app.engine.gpu.scheduler import Batch, Interrupted
+from app.engine.images import output
+from app.engine.jobs.job import ImageRecord, Job, JobFailure, JobStatus
+from app.engine.metrics import Metrics
+from app.errors import ServiceError
+from app.events.base import EventSink
+from app.storage.base import ImageStore
+
+logger = logging.getLogger(__name__)
+
+Finish = Callable[[Job, JobStatus, JobFailure | None], None]
+# A request's own mistake (a LoRA that does not fit) or an optional model that will not load says nothing about
+# this replica's health: only other pipeline failures count towards /ready.
+_NOT_THE_REPLICAS_FAULT = ("invalid_request", "model_load_failed")
+
+
+def classify(exc: BaseException) -> tuple[JobStatus, JobFailure]:
+    """The one place that decides what a pipeline or storage failure means for a job."""
+    if isinstance(exc, Interrupted):
+        return JobStatus.CANCELLED, JobFailure("cancelled", "cancelled while running")
+    if type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower():
+        return JobStatus.FAILED, JobFailure("out_of_memory", "the GPU ran out of memory; retry or ask for less")
+    if isinstance(exc, ServiceError):
+        return JobStatus.FAILED, JobFailure(exc.type, exc.message, exc.retry_after)
+    return JobStatus.FAILED, JobFailure("generation_failed", f"the pipeline failed ({type(exc).__name__})")
+
+
+class Completion:
+    def __init__(
+        self,
+        settings: Settings,
+        store: ImageStore,
+        events: EventSink,
+        metrics: Metrics,
+        *,
+        finish: Finish,
+        spawn: Callable[[Awaitable[Any]], None],
+        queue_depth: Callable[[], int],
+        free_memory: Callable[[], None],
+        download_path: Callable[[str], str] | None,
+    ):
+        self.settings, self.store, self.events, self.metrics = settings, store, events, metrics
+        self._finish, self._spawn, self._queue_depth = finish, spawn, queue_depth
+        self._free_memory, self._download_path = free_memory, download_path
+        self.failures_in_a_row = 0
+
+    def started(self, batch: Batch) -> None:
+        now = time.time()
+        self.metrics.batch_size.observe(len(batch.items))
+        self.metrics.queue_depth.set(self._queue_depth())
+        for job in batch.jobs:
+            if job.started is None:
+                job.started = now
+                job.timings["queue_ms"] = round(job.waited * 1000, 2)
+                self.metrics.queue_wait.observe(job.waited)
+            if job.status is JobStatus.QUEUED:
+                job.status = JobStatus.RUNNING
+                job.touch()
+
+    def step(self, batch: Batch) -> None:
+        for item in batch.items:
+            item.job.steps_done += 1
+        for job in batch.jobs:
+            job.touch()
+
+    def done(self, batch: Batch, results: list[Rendered]) -> None:
+        self.failures_in_a_row = 0
+        seconds = time.perf_counter() - batch.started
+        self.metrics.inference.labels(batch.items[0].job.kind).observe(seconds)
+        for job in batch.jobs:
+            job.timings["inference_ms"] = round(job.timings.get("inference_ms", 0) + seconds * 1000, 2)
+        for item, result in zip(batch.items, results, strict=True):
+            job, image = item.job, result.image
+            generated = {"job_id": job.id, "kind": job.kind, "model": job.model, "seed": job.items[item.index].seed}
+            self.events.emit("image.generated", {**generated, "width": image.width, "height": image.height})
+            if job.cancel_requested.is_set():
+                self._finish(job, JobStatus.CANCELLED, JobFailure("cancelled", "cancelled while running"))
+            elif not job.status.terminal:
+                self._spawn(self._store(job, item.index, result))
+
+    def failed(self, batch: Batch, exc: BaseException) -> None:
+        status, error = classify(exc)
+        if status is JobStatus.FAILED and error.type not in _NOT_THE_REPLICAS_FAULT:
+            self.failures_in_a_row += 1
+            logger.warning("pipeline call failed (%s in a row): %s: %s", self.failures_in_a_row, error.type, exc)
+            if error.type == "out_of_memory":
+                self._free_memory()
+        for job in batch.jobs:
+            self._finish(job, status, error)
+
+    async def _store(self, job: Job, index: int, result: Rendered) -> None:
+        try:
+            stored = await output.encode_and_store(
+                self.store, self.settings, job, index, result.image, result.scheduler
+            )
+        except Exception as exc:
+            if isinstance(exc, ServiceError):
+                logger.warning("storing an image of job %s failed: %s", job.id, exc.message)
+            else:
+                logger.exception("storing an image of job %s failed", job.id)
+            status, error = classify(exc)
+            self._finish(job, status, error)
+            return
+        record = stored.record
+        self.events.emit("image.stored", self._stored_event(job, record), image=stored.png)
+        job.timings["encode_ms"] = round(job.timings.get("encode_ms", 0) + stored.encode_s * 1000, 2)
+        job.timings["store_ms"] = round(job.timings.get("store_ms", 0) + stored.store_s * 1000, 2)
+        self.metrics.images.labels(job.kind).inc()
+        job.images.append(record)
+        seeds = [p.seed for p in job.items]  # distinct within a job (seed + i), so they give the order
+        job.images.sort(key=lambda r: seeds.index(r.seed))
+        if len(job.images) == len(job.items) and not job.status.terminal:
+            self._finish(job, JobStatus.SUCCEEDED, None)
+        else:
+            job.touch()
+
+    def _stored_event(self, job: Job, record: ImageRecord) -> dict[str, Any]:
+        return {
+            "image_id": record.id,
+            "url": self._download_path(record.id) if self._download_path else None,  # the API's route, not ours
+            "job_id": job.id,
+            "kind": job.kind,
+            "model": job.model,
+            "seed": record.seed,
+            "width": record.width,
+            "height": record.height,
+            "parent_id": job.parent_id,
+        }
