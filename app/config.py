@@ -1,7 +1,9 @@
 """Every setting of the service, typed and validated once at startup.
 
-Code receives a `Settings` instance; nothing reads the environment anywhere else. Tests build their own
-(`Settings(model="tiny", ...)`), so no module-level settings object exists.
+The service receives a `Settings` instance; nothing else in it reads the environment. (The client commands of
+the CLI are not the service: `app/cli/connection.py` reads `SDXL_URL`, `SDXL_API_KEY` and `GENERATION_AUTH_KEY`
+to find a running server.) Tests build their own (`Settings(model="tiny", ...)`), so no module-level settings
+object exists.
 """
 
 from __future__ import annotations

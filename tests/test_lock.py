@@ -131,7 +131,7 @@ def _commands(text: str) -> list[list[str]]:
     return [shlex.split(line.split(" #", 1)[0]) for line in joined.splitlines() if line.strip()]
 
 
-VALUE_OPTIONS = {"--python", "-r", "--requirement", "-c", "--constraint"}
+VALUE_OPTIONS = {"--python", "-r", "--requirement", "-c", "--constraint", "--build-constraints"}
 
 
 def _pip_installs(commands: list[list[str]]) -> list[tuple[str, str, list[str], list[str], set[str]]]:
@@ -181,11 +181,21 @@ def test_readme_gpu_route_installs_the_cuda_lock() -> None:
     assert any("lock/runtime-cuda.txt" in files for _, _, files, _, _ in installs)
 
 
+def _expand(makefile: str) -> str:
+    """The recipes with the Makefile's own `NAME = value` variables filled in (what `make -n` would print)."""
+    variables = dict(re.findall(r"^([A-Z_]+) \??= (.*(?:\\\n.*)*)$", makefile, re.M))
+    variables = {name: re.sub(r"\\\n\s*", " ", value) for name, value in variables.items()}
+    variables |= {"UV": "uv", "PY": "python", "PYTHON": "python3.11", "VENV": ".venv"}
+    recipes = "\n".join(line.strip() for line in makefile.splitlines() if line.startswith("\t"))
+    for _ in range(5):  # variables may name variables
+        recipes = re.sub(r"\$\(([A-Z_]+)\)", lambda m: variables.get(m.group(1), m.group(0)), recipes)
+    return recipes.replace(".venv/bin/pip", "pip")
+
+
 def test_makefile_installs_only_the_locks() -> None:
     makefile = (ROOT / "Makefile").read_text()
-    recipes = "\n".join(line.strip() for line in makefile.splitlines() if line.startswith("\t"))
-    recipes = recipes.replace("$(INSTALL_PROJECT)", makefile.split("INSTALL_PROJECT = ", 1)[1].split("\n", 1)[0])
-    installs = _pip_installs(_commands(recipes.replace("$(UV)", "uv").replace("$(VENV)/bin/pip", "pip")))
+    recipes = _expand(makefile)
+    installs = _pip_installs(_commands(recipes))
     _installs_only_locks(installs)
     synced = {f for tool, verb, files, _, _ in installs if verb == "sync" for f in files}
     assert synced == {"lock/runtime-cpu.txt", "lock/dev-cpu.txt"}

@@ -1,8 +1,10 @@
-"""ImageService: accepted requests become jobs; jobs become stored PNGs. Nothing here knows about HTTP.
+"""ImageService, the engine's facade: lifecycle, submitting, waiting and cancelling, finding any replica's jobs.
 
-Flow: 1. resolve parameters under the configured limits (params.py), 2. queue a job on the scheduler (one GPU
-owner, batching), 3. when a batch returns, encode + watermark each image off the owner's thread and store it
-atomically, 4. finish the job. Every job ends succeeded, failed (with a reason) or cancelled.
+A job's life: 1. a request's images are decoded (images/inputs.py) and its parameters resolved under the
+configured limits into items (jobs/params.py); 2. the job is queued on the scheduler (gpu/scheduler.py: one GPU
+owner, batching); 3. the owner runs its batch (gpu/runner.py) and reports back; 4. completion.py stores each image
+(images/output.py) and finishes the job. Every job ends succeeded, failed (with a reason) or cancelled. Nothing
+here knows about HTTP: the API is typed against protocol.py's `Engine`, which this class implements.
 """
 
 from __future__ import annotations
