@@ -1,13 +1,18 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 from PIL import Image
+
+ASYNC = {"Prefer": "respond-async"}
+SLOW = {"prompt": "slow", "width": 512, "height": 512, "num_inference_steps": 24}
 
 
 def decode(png: bytes) -> Image.Image:
@@ -49,3 +54,20 @@ def wait_ready(url: str, proc: subprocess.Popen[Any] | None = None, timeout: flo
             raise AssertionError(f"server exited early:\n{proc.communicate()[0]!r}")
         time.sleep(0.2)
     raise AssertionError(f"{url} did not become ready in {timeout:g}s")
+
+
+def wait_for(c: httpx.Client, job_id: str, statuses: set[str], timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job: dict[str, Any] = c.get(f"/jobs/{job_id}").json()
+        if job["status"] in statuses:
+            return job
+        time.sleep(0.02)
+    raise AssertionError(f"job {job_id} never reached {statuses}")
+
+
+def serve_env(model_cache: Path, tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The environment for a `python -m app serve` subprocess: ours without any SDXL_* or key, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SDXL_") and k != "GENERATION_AUTH_KEY"}
+    env.update(SDXL_CACHE_DIR=str(model_cache), IMAGE_DIR=str(tmp_path / "images"), HF_HUB_OFFLINE="1", **extra)
+    return env

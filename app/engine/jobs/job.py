@@ -1,8 +1,9 @@
 """Jobs: the unit of accepted work, from queued to one of three ends (succeeded, failed, cancelled).
 
-A job holds one request's items (one per image). The scheduler's owner thread reports progress through
-`JobEvents` (thread-safe: it hops onto the event loop); everything else runs on the event loop. Every accepted
-job ends in a terminal state with a reason, so nothing is ever lost silently.
+A job holds one request's items (one per image, see items.py). The GPU owner's reports about it reach the event
+loop through the scheduler (`call_soon_threadsafe`) and are applied by `engine/completion.py`; a job is only ever
+mutated on the event loop (its `cancel_requested` flag, a threading.Event, is the one thing the owner reads).
+Every accepted job ends in a terminal state with a reason, so nothing is ever lost silently.
 """
 
 from __future__ import annotations
@@ -136,6 +137,10 @@ class JobRegistry:
 
     def active(self) -> list[Job]:
         return [j for j in self._jobs.values() if not j.status.terminal]
+
+    def kept(self) -> list[Job]:
+        """Every job held now, active and finished, oldest first; a snapshot, without pruning first."""
+        return list(self._jobs.values())
 
     def prune(self) -> None:
         now = time.time()

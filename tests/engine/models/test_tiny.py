@@ -16,7 +16,7 @@ import pytest
 from app.engine.models.tiny import build as tiny
 from app.engine.models.tiny.build import TinyModelPaths, ensure_tiny_models
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module", autouse=True)

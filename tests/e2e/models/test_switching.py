@@ -12,8 +12,8 @@ import httpx
 import numpy as np
 
 from tests.conftest import LiveServer
+from tests.e2e.models.conftest import registry_server
 from tests.helpers import assert_error, pixels
-from tests.models.conftest import registry_server
 
 REQUEST = {"prompt": "a lighthouse", "seed": 7, "num_inference_steps": 2}
 

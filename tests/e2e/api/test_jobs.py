@@ -7,16 +7,12 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from tests.conftest import LiveServer, start_server, tiny_settings
-from tests.helpers import assert_error
-
-ASYNC = {"Prefer": "respond-async"}
-SLOW = {"prompt": "slow", "width": 512, "height": 512, "num_inference_steps": 24}
+from tests.helpers import ASYNC, SLOW, assert_error, wait_for
 
 
 @pytest.fixture
@@ -24,16 +20,6 @@ def live(model_cache: Path, tmp_path: Path) -> Iterator[LiveServer]:
     server = start_server(tiny_settings(model_cache, tmp_path / "images", max_batch=1))
     yield server
     server.stop()
-
-
-def wait_for(c: httpx.Client, job_id: str, statuses: set[str], timeout: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job: dict[str, Any] = c.get(f"/jobs/{job_id}").json()
-        if job["status"] in statuses:
-            return job
-        time.sleep(0.02)
-    raise AssertionError(f"job {job_id} never reached {statuses}")
 
 
 def test_respond_async_then_poll_to_success(client: httpx.Client) -> None:
@@ -115,7 +101,7 @@ def test_disconnected_sync_client_cancels_its_queued_job(live: LiveServer) -> No
             httpx.post(f"{live.url}/generate", json={"prompt": "gone"}, timeout=0.5)
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
-            states = {j.status.value for j in live.service.jobs._jobs.values() if j.id != blocker}
+            states = {j.status.value for j in live.service.jobs.kept() if j.id != blocker}
             if states == {"cancelled"}:
                 break
             time.sleep(0.05)
@@ -131,7 +117,7 @@ def test_sync_request_for_a_job_cancelled_elsewhere_gets_409(live: LiveServer) -
         waiter = threading.Thread(target=lambda: result.update(r=c.post("/generate", json={"prompt": "victim"})))
         waiter.start()
         time.sleep(0.5)
-        victim = next(j for j in live.service.jobs._jobs.values() if j.id != blocker)
+        victim = next(j for j in live.service.jobs.kept() if j.id != blocker)
         c.delete(f"/jobs/{victim.id}")
         waiter.join(30)
     assert_error(result["r"], 409, "cancelled")

@@ -13,10 +13,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.api.test_jobs import ASYNC, SLOW, wait_for
 from tests.conftest import free_port, start_server, tiny_settings
-from tests.helpers import assert_error, wait_ready
-from tests.test_cli import _env
+from tests.helpers import ASYNC, SLOW, assert_error, serve_env, wait_for, wait_ready
 
 
 def test_begin_shutdown_flips_ready_and_answers_queued_jobs(model_cache: Path, tmp_path: Path) -> None:
@@ -40,7 +38,7 @@ def test_begin_shutdown_flips_ready_and_answers_queued_jobs(model_cache: Path, t
 def test_sigterm_on_a_real_server(model_cache: Path, tmp_path: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = _env(model_cache, tmp_path, SDXL_MODEL="tiny", SDXL_MAX_BATCH="1", SDXL_SHUTDOWN_GRACE_S="30")
+    env = serve_env(model_cache, tmp_path, SDXL_MODEL="tiny", SDXL_MAX_BATCH="1", SDXL_SHUTDOWN_GRACE_S="30")
     proc = subprocess.Popen(
         [sys.executable, "-m", "app", "serve", "--port", str(port)],
         env=env,

@@ -37,5 +37,6 @@ async def test_registry_is_bounded() -> None:
         registry.add(job)
         job.finish(JobStatus.SUCCEEDED)
     registry.prune()
-    kept = [j for j in jobs if j.id in registry._jobs]
+    held = {j.id for j in registry.kept()}
+    kept = [j for j in jobs if j.id in held]
     assert kept == jobs[-3:]

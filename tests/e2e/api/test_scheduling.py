@@ -12,9 +12,8 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.api.test_jobs import ASYNC, SLOW, wait_for
 from tests.conftest import LiveServer, start_server, tiny_settings
-from tests.helpers import assert_error, pixels
+from tests.helpers import ASYNC, SLOW, assert_error, pixels, wait_for
 
 
 @pytest.fixture
@@ -54,7 +53,7 @@ def test_job_past_its_deadline_is_answered_503_and_never_run(model_cache: Path, 
             waited = time.perf_counter() - started
             assert_error(r, 503, "queue_timeout")
             assert 0.5 <= waited < 2.0
-            late = next(j for j in live.service.jobs._jobs.values() if j.id != running)
+            late = next(j for j in live.service.jobs.kept() if j.id != running)
             assert late.started is None and late.steps_done == 0 and late.images == []
             assert wait_for(c, running, {"succeeded"})["status"] == "succeeded"
             assert len(list(Path(live.settings.image_dir).glob("*.png"))) == 1  # only the slow job's image

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -11,20 +10,14 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import free_port
-from tests.helpers import wait_ready
-
-
-def _env(model_cache: Path, tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SDXL_") and k != "GENERATION_AUTH_KEY"}
-    env.update(SDXL_CACHE_DIR=str(model_cache), IMAGE_DIR=str(tmp_path / "images"), HF_HUB_OFFLINE="1", **extra)
-    return env
+from tests.helpers import serve_env, wait_ready
 
 
 def test_serve_answers_ready_and_generate(model_cache: Path, tmp_path: Path) -> None:
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=_env(model_cache, tmp_path, SDXL_MODEL="tiny"),
+        env=serve_env(model_cache, tmp_path, SDXL_MODEL="tiny"),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
@@ -48,7 +41,7 @@ def test_unloadable_model_fails_with_one_clear_line(model_cache: Path, tmp_path:
     port = free_port()
     proc = subprocess.run(
         [sys.executable, "-m", "app", "serve", "--port", str(port)],
-        env=_env(model_cache, tmp_path, SDXL_MODEL="no-such-org/no-such-sdxl"),
+        env=serve_env(model_cache, tmp_path, SDXL_MODEL="no-such-org/no-such-sdxl"),
         capture_output=True,
         text=True,
         timeout=120,
@@ -65,7 +58,7 @@ def test_malformed_models_file_fails_with_one_clear_line(model_cache: Path, tmp_
     models.write_text('{"models": {"x": {"steps": 3}}}')
     proc = subprocess.run(
         [sys.executable, "-m", "app", "serve", "--port", str(free_port())],
-        env=_env(model_cache, tmp_path, SDXL_MODEL="tiny", SDXL_MODELS_FILE=str(models)),
+        env=serve_env(model_cache, tmp_path, SDXL_MODEL="tiny", SDXL_MODELS_FILE=str(models)),
         capture_output=True,
         text=True,
         timeout=120,
@@ -79,7 +72,7 @@ def test_malformed_models_file_fails_with_one_clear_line(model_cache: Path, tmp_
 def test_refuses_open_non_loopback_bind(model_cache: Path, tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "app", "serve", "--host", "0.0.0.0", "--port", str(free_port())],
-        env=_env(model_cache, tmp_path, SDXL_MODEL="tiny"),
+        env=serve_env(model_cache, tmp_path, SDXL_MODEL="tiny"),
         capture_output=True,
         text=True,
         timeout=60,

@@ -21,7 +21,7 @@ from app.engine import versions
 from tests.conftest import free_port
 from tests.helpers import wait_ready
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _shadow(folder: Path, name: str, fake_version: str) -> None:

@@ -22,7 +22,7 @@ from app.config import Settings
 from app.events.node_info import NodeInfo
 from app.events.webhooks import DeliveryPolicy, WebhookSink, verify_signature
 from tests.conftest import free_port, start_server, tiny_settings
-from tests.events.receiver import Receiver
+from tests.e2e.events.receiver import Receiver
 
 SECRET = "s"
 

@@ -13,8 +13,7 @@ from typing import Any
 import httpx
 
 from tests.conftest import free_port
-from tests.helpers import decode, wait_ready
-from tests.test_cli import _env
+from tests.helpers import decode, serve_env, wait_ready
 
 CLIENTS = 3
 
@@ -22,7 +21,7 @@ CLIENTS = 3
 def _serve(model_cache: Path, tmp_path: Path, port: int) -> subprocess.Popen[Any]:
     return subprocess.Popen(
         [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=_env(model_cache, tmp_path, SDXL_MODEL="tiny"),
+        env=serve_env(model_cache, tmp_path, SDXL_MODEL="tiny"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
