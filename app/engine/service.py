@@ -27,16 +27,15 @@ from app.engine.images.watermark import check_available
 from app.engine.jobs import params
 from app.engine.jobs.items import GenerateParams, batch_key
 from app.engine.jobs.job import Job, JobFailure, JobRegistry, JobStatus
-from app.engine.jobs.records import JobRecords, View, follow_local
+from app.engine.jobs.lookup import JobLookup
+from app.engine.jobs.records import JobRecords, View
 from app.engine.metrics import Metrics
 from app.engine.models import catalog
 from app.engine.models.registry import Registry, build_registry
 from app.engine.protocol import Engine
 from app.errors import (
     ModelLoadError,
-    NotFound,
     NotReady,
-    OtherReplica,
     ServiceError,
     StorageFull,
     StorageUnavailable,
@@ -82,6 +81,7 @@ class ImageService:
         self.jobs = JobRegistry(settings.job_ttl_s)
         self.records = JobRecords(store)  # so other replicas can answer for this one's jobs
         self.inputs = inputs.Inputs(settings, store)
+        self.lookup = JobLookup(self.jobs, self.records, self.view, self.cancel)
         self.state = State.STARTING
         self.error: str | None = None
         self.device = "unknown"
@@ -113,6 +113,7 @@ class ImageService:
         self.registry: Registry | None = None
         self.runner: Runner | None = None
         self._refiner_lock = asyncio.Lock()
+        self._refiner: Any = None
         self._tasks: set[asyncio.Task[Any]] = set()  # post-processing in flight: awaited at shutdown
         self._expiry: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -310,13 +311,13 @@ class ImageService:
         load instead of starting their own; if the load fails the lock is released and the next call retries.
         """
         assert self.runner is not None
-        if self.runner.refiner is not None:
-            return self.runner.refiner
+        if self._refiner is not None:  # the loop's own copy: the owner's attribute is the owner's to read
+            return self._refiner
         async with self._refiner_lock:
-            if self.runner.refiner is None:
+            if self._refiner is None:
                 self.refiner_loads += 1
-                await self.scheduler.call(self.runner.load_refiner)
-        return self.runner.refiner
+                self._refiner = (await self.scheduler.call(self.runner.load_refiner)).value
+        return self._refiner
 
     # --- what the API reads: stored PNGs and metrics ---------------------------------------------------
     async def png(self, image_id: str) -> bytes:
@@ -366,38 +367,14 @@ class ImageService:
     def view(self, job: Job) -> View:
         return job.snapshot(self.scheduler.position(job))
 
-    async def _record_or_raise(self, job_id: str, missing: NotFound) -> View:
-        record = await self.records.load(job_id)
-        if record is None:
-            raise missing
-        return record
-
     async def find_job(self, job_id: str) -> View:
-        """This replica's job, or the record of another replica's job in the shared store."""
-        try:
-            return self.view(self.jobs.get(job_id))
-        except NotFound as missing:
-            return await self._record_or_raise(job_id, missing)
+        return await self.lookup.find(job_id)
 
     async def cancel_job(self, job_id: str) -> View:
-        try:
-            job = self.jobs.get(job_id)
-        except NotFound as missing:
-            record = await self._record_or_raise(job_id, missing)
-            if JobStatus(record["status"]).terminal:
-                return record  # nothing left to cancel, as for a finished job of this replica
-            raise OtherReplica(
-                f"job {job_id} runs on another replica, which alone can cancel it; retry, or follow /jobs/{job_id}"
-            ) from None
-        return self.view(self.cancel(job))
+        return await self.lookup.cancel(job_id)
 
     async def watch_job(self, job_id: str) -> AsyncIterator[View | None]:
-        """The job's view now and after each change (None: a keep-alive). Unknown ids raise here, at once."""
-        try:
-            job = self.jobs.get(job_id)
-        except NotFound as missing:
-            return self.records.follow(job_id, await self._record_or_raise(job_id, missing))
-        return follow_local(job, self.view)
+        return await self.lookup.watch(job_id)
 
     def _finish(self, job: Job, status: JobStatus, error: JobFailure | None = None) -> None:
         if not job.finish(status, error):
