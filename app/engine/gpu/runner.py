@@ -57,6 +57,9 @@ class Components:
             free_memory()
         return module
 
+    def loaded(self) -> list[tuple[str, Any]]:
+        return list(self._items.items())
+
 
 class Runner:
     def __init__(self, settings: Settings, registry: Registry, placement: loader.Placement, on_model: OnModel):
@@ -118,7 +121,40 @@ class Runner:
 
     # --- running -------------------------------------------------------------------------------------
     def run(self, items: list[GenerateParams] | list[RefineParams], on_step: Callable[[], None]) -> list[Rendered]:
-        """One pipeline call for a batch: the one place that dispatches on what the items are."""
+        """One pipeline call for a batch: the one place that dispatches on what the items are.
+
+        A call that fails puts every shared module back in its dtype: diffusers upcasts a `force_upcast` VAE to
+        float32 for decoding and casts it back without try/finally, so one out-of-memory error inside the decode
+        would otherwise leave the shared VAE in float32 and every later call failing with a dtype error.
+        """
+        try:
+            return self._run(items, on_step)
+        except BaseException:
+            self.restore_dtypes()
+            raise
+
+    def restore_dtypes(self) -> list[str]:
+        """Cast back any loaded module that is no longer in the placement's dtype; returns what was restored."""
+        import torch
+
+        wanted = self.placement.dtype
+        pipes = [(f"model {name!r}", pipe) for name, pipe in self.cache.loaded()]
+        if self.refiner is not None:
+            pipes.append(("the refiner", self.refiner))
+        modules = [(f"{label}: {part}", module) for label, pipe in pipes for part, module in pipe.components.items()]
+        modules += [(f"VAE {name!r}", m) for name, m in self.vaes.loaded()]
+        modules += [(f"ControlNet {name!r}", m) for name, m in self.controlnets.loaded()]
+        restored = []
+        for label, module in modules:
+            dtype = getattr(module, "dtype", None) if isinstance(module, torch.nn.Module) else None
+            if dtype is not None and dtype.is_floating_point and dtype != wanted:
+                module.to(dtype=wanted)
+                restored.append(label)
+        if restored:
+            logger.warning("a failed call left %s in another dtype; restored to %s", ", ".join(restored), wanted)
+        return restored
+
+    def _run(self, items: list[GenerateParams] | list[RefineParams], on_step: Callable[[], None]) -> list[Rendered]:
         first = items[0]
         if isinstance(first, RefineParams):  # a refine always runs alone
             return [Rendered(self.refine(first, on_step), type(self.refiner.scheduler).__name__)]
@@ -173,7 +209,7 @@ class Runner:
             controlnet = self.controlnets.get(self.registry.controlnet(p.control.name, slot.entry))
             # Not cached: it holds the ControlNet, which must go when `self.controlnets` drops it.
             view = diffusers.StableDiffusionXLControlNetPipeline.from_pipe(
-                slot.pipe, controlnet=controlnet, add_watermarker=False
+                slot.pipe, controlnet=controlnet, add_watermarker=False, dtype=self.placement.dtype
             )
         elif p.kind == "generate":
             return slot.pipe
@@ -185,7 +221,9 @@ class Runner:
                     "inpaint": diffusers.StableDiffusionXLInpaintPipeline,
                 }[p.kind]
                 # from_pipe would otherwise switch diffusers' own watermarker back on: we mark the final image.
-                view = slot.views[p.kind] = cls.from_pipe(slot.pipe, add_watermarker=False)
+                # And without a dtype it casts every *shared* module to float32 (diffusers 0.42, issue #12754):
+                # in half precision the base pipeline would double in size and refine would fail.
+                view = slot.views[p.kind] = cls.from_pipe(slot.pipe, add_watermarker=False, dtype=self.placement.dtype)
         view.set_progress_bar_config(disable=True)
         return view
 
