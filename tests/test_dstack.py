@@ -278,7 +278,7 @@ def test_service_autoscales_on_rps() -> None:
 
 
 def test_service_keeps_dstack_auth_on() -> None:
-    # dstack's token travels in Authorization; ours in X-API-Key (app/api/auth.py accepts both at once).
+    # dstack's token travels in Authorization; ours in X-API-Key (app/api/middleware/auth.py accepts both at once).
     assert service().auth is True
 
 

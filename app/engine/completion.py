@@ -41,7 +41,8 @@ def classify(exc: BaseException) -> tuple[JobStatus, JobFailure]:
     if type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower():
         return JobStatus.FAILED, JobFailure("out_of_memory", "the GPU ran out of memory; retry or ask for less")
     if isinstance(exc, ServiceError):
-        return JobStatus.FAILED, JobFailure(exc.type, exc.message, exc.retry_after)
+        # Without its retry_after: a job that failed is retried as a whole, after the API's default wait.
+        return JobStatus.FAILED, JobFailure(exc.type, exc.message)
     return JobStatus.FAILED, JobFailure("generation_failed", f"the pipeline failed ({type(exc).__name__})")
 
 
@@ -57,7 +58,7 @@ class Completion:
         spawn: Callable[[Awaitable[Any]], None],
         queue_depth: Callable[[], int],
         free_memory: Callable[[], None],
-        download_path: Callable[[str], str] | None,
+        download_path: Callable[[str], str],
     ):
         self.settings, self.store, self.events, self.metrics = settings, store, events, metrics
         self._finish, self._spawn, self._queue_depth = finish, spawn, queue_depth
@@ -137,7 +138,7 @@ class Completion:
     def _stored_event(self, job: Job, record: ImageRecord) -> dict[str, Any]:
         return {
             "image_id": record.id,
-            "url": self._download_path(record.id) if self._download_path else None,  # the API's route, not ours
+            "url": self._download_path(record.id),  # the API's route: the engine does not know its URLs
             "job_id": job.id,
             "kind": job.kind,
             "model": job.model,

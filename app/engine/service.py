@@ -72,7 +72,8 @@ class ImageService:
         store: ImageStore,
         events: EventSink | None = None,
         on_fatal: Callable[[], None] | None = None,
-        download_path: Callable[[str], str] | None = None,
+        *,
+        download_path: Callable[[str], str],
     ):
         self.settings = settings
         self.store = store

@@ -130,7 +130,10 @@ class Runner:
         try:
             return self._run(items, on_step)
         except BaseException:
-            self.restore_dtypes()
+            try:
+                self.restore_dtypes()
+            except Exception:  # never in place of the call's own error (a cancel must stay a cancel)
+                logger.exception("restoring dtypes after a failed call failed")
             raise
 
     def restore_dtypes(self) -> list[str]:
@@ -146,8 +149,11 @@ class Runner:
         modules += [(f"ControlNet {name!r}", m) for name, m in self.controlnets.loaded()]
         restored = []
         for label, module in modules:
-            dtype = getattr(module, "dtype", None) if isinstance(module, torch.nn.Module) else None
-            if dtype is not None and dtype.is_floating_point and dtype != wanted:
+            if not isinstance(module, torch.nn.Module):
+                continue
+            # Every tensor, not `module.dtype` (one parameter): a cast that stopped halfway leaves a mixture.
+            tensors = [*module.parameters(), *module.buffers()]
+            if any(t.is_floating_point() and t.dtype != wanted for t in tensors):
                 module.to(dtype=wanted)
                 restored.append(label)
         if restored:

@@ -74,7 +74,7 @@ class _Call:
     submitted: float
 
 
-# runner(batch, on_step) -> one image per item, in order. Runs on the owner thread.
+# runner(batch, on_step) -> one result per item (the engine's Rendered), in order. Runs on the owner thread.
 RunBatch = Callable[[Batch, Callable[[], None]], list[Any]]
 
 

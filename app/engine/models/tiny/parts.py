@@ -1,4 +1,4 @@
-"""The parts of the tiny models: configs with SDXL's real structure at toy sizes (see tiny.py for why and how
+"""The parts of the tiny models: configs with SDXL's real structure at toy sizes (see build.py for why and how
 they are published). Dimension rules that must hold are in ../shared/FIELD-NOTES.md; the important ones are in
 comments below.
 """

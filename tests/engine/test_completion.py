@@ -1,0 +1,36 @@
+"""classify: the one place that decides what a failed pipeline call or store means for its jobs."""
+
+from __future__ import annotations
+
+import torch
+
+from app.engine.completion import classify
+from app.engine.gpu.scheduler import Interrupted, QueueFull
+from app.engine.jobs.job import JobStatus
+from app.errors import ModelLoadError, StorageFull
+
+
+def test_a_cancel_inside_the_call_is_a_cancel() -> None:
+    status, error = classify(Interrupted())
+    assert (status, error.type) == (JobStatus.CANCELLED, "cancelled")
+
+
+def test_out_of_memory_by_type_and_by_message() -> None:
+    for exc in (torch.OutOfMemoryError("CUDA out of memory"), RuntimeError("MPS backend out of memory")):
+        status, error = classify(exc)
+        assert (status, error.type) == (JobStatus.FAILED, "out_of_memory")
+        assert "CUDA" not in error.message  # the client learns what to do, not the allocator's report
+
+
+def test_domain_errors_keep_their_type_and_message_but_not_their_wait() -> None:
+    status, error = classify(ModelLoadError("could not load 'x'", retry_after=60))
+    assert (status, error.type, error.message) == (JobStatus.FAILED, "model_load_failed", "could not load 'x'")
+    assert error.retry_after is None  # a failed job is retried as a whole, after the API's default
+    assert classify(StorageFull("disk full"))[1].type == "storage_full"
+    assert classify(QueueFull("full"))[1].type == "queue_full"
+
+
+def test_anything_else_names_only_its_class() -> None:
+    status, error = classify(ValueError("secret path /srv/models/x"))
+    assert (status, error.type) == (JobStatus.FAILED, "generation_failed")
+    assert "/srv" not in error.message and "ValueError" in error.message
