@@ -70,3 +70,10 @@ class OtherReplica(ServiceError):
 
 class GenerationFailed(ServiceError):
     type = "generation_failed"
+
+
+def first_line(exc: BaseException) -> str:
+    """`Type: the message's first line`: for the one-line startup errors, where the rest (advice meant for a
+    developer at a shell, a traceback reference) would only mislead."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")

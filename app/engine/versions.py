@@ -18,6 +18,8 @@ from pathlib import Path
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from app.errors import first_line
+
 logger = logging.getLogger(__name__)
 
 LOCK_DIR = Path(__file__).resolve().parents[2] / "lock"
@@ -135,8 +137,8 @@ def check_at_startup(import_libraries: Callable[[], None]) -> str | None:
         found = conflicts()
     except Exception as exc:  # an import-time version check, or a broken install
         drifted = f" (differing from the lock: {', '.join(changed)})" if changed else ""
-        first = (str(exc).strip().splitlines() or [""])[0]  # the rest is pip advice for one package
-        return f"the installed packages do not import: {type(exc).__name__}: {first}{drifted}; {LOCK_HINT}"
+        # Its first line only: the rest is pip advice for one package, where the fix is the whole lock.
+        return f"the installed packages do not import: {first_line(exc)}{drifted}; {LOCK_HINT}"
     if found:
         return f"installed packages do not work together: {'; '.join(found)}; {LOCK_HINT}"
     return None

@@ -15,7 +15,7 @@ from typing import Any
 from app.config import TINY, Settings
 from app.engine.models.registry import ExtraEntry, ModelEntry
 from app.engine.versions import LOCK_HINT
-from app.errors import ModelLoadError
+from app.errors import ModelLoadError, first_line
 
 logger = logging.getLogger(__name__)
 
@@ -98,9 +98,7 @@ _STACKTRACE_ADVICE = re.compile(r"\s*Please check out the root cause in the stac
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    line = _STACKTRACE_ADVICE.sub("", text[0] if text else "")
-    return f"{type(exc).__name__}: {line}".rstrip(": ")
+    return _STACKTRACE_ADVICE.sub("", first_line(exc))
 
 
 def _one_line(exc: BaseException) -> str:
