@@ -64,7 +64,7 @@ class BenchServer:
         return float(values.get("sdxl_batch_size_sum", 0)), float(values.get("sdxl_batch_size_count", 0))
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
         port: int = s.getsockname()[1]
@@ -74,7 +74,7 @@ def _free_port() -> int:
 @contextmanager
 def running(name: str, log_dir: Path, **settings: Any) -> Iterator[BenchServer]:
     """Start the service with these Settings values (model, cache_dir, image_dir, ...), ready; stop it after."""
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED_ENV)}
     log_path = log_dir / f"server-{name}.log"
     values = json.dumps({**settings, "host": HOST, "port": port}, default=str)
@@ -88,15 +88,15 @@ def running(name: str, log_dir: Path, **settings: Any) -> Iterator[BenchServer]:
         )
     server = BenchServer(name, f"http://{HOST}:{port}", process, log_path)
     try:
-        _wait_ready(server)
+        wait_ready(server)
         # The first read also installs the owner clock, before any measured work.
         server.torch_threads = int(httpx.get(f"{server.url}/_bench/owner", timeout=30).json()["torch_threads"])
         yield server
     finally:
-        _stop(process)
+        stop(process)
 
 
-def _wait_ready(server: BenchServer) -> None:
+def wait_ready(server: BenchServer) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
@@ -111,7 +111,7 @@ def _wait_ready(server: BenchServer) -> None:
     raise RuntimeError(f"server {server.name!r} did not become ready; end of {server.log_path}:\n{tail}")
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         process.terminate()  # SIGTERM: the service's own graceful shutdown
         try:

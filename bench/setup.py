@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,15 +25,10 @@ from pathlib import Path
 
 import httpx
 
+from bench.server import HOST, BenchServer, free_port, stop, wait_ready
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results"
-READY_TIMEOUT_S = 300.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _install(route: str, clone: Path, env: dict[str, str]) -> None:
@@ -52,38 +46,29 @@ def _install(route: str, clone: Path, env: dict[str, str]) -> None:
 
 def _first_image(clone: Path, env: dict[str, str]) -> float:
     """Seconds from starting the server to holding its first PNG."""
-    port = _free_port()
+    port = free_port()
     env = {**env, "SDXL_MODEL": "tiny", "SDXL_PORT": str(port), "SDXL_CACHE_DIR": str(clone / ".cache")}
+    log_path = clone / "server.log"
     started = time.perf_counter()
-    server = subprocess.Popen(
-        [str(clone / ".venv" / "bin" / "python"), "-m", "app", "serve"],
-        cwd=clone,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [str(clone / ".venv" / "bin" / "python"), "-m", "app", "serve"],
+            cwd=clone,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    server = BenchServer("first-start", f"http://{HOST}:{port}", process, log_path)
     try:
-        with httpx.Client(base_url=base, timeout=60) as client:
-            while True:
-                if server.poll() is not None:
-                    raise RuntimeError(f"the server exited with {server.returncode}")
-                if time.perf_counter() - started > READY_TIMEOUT_S:
-                    raise RuntimeError("the server was not ready in time")
-                try:
-                    if client.get("/ready").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.2)
+        wait_ready(server)
+        with httpx.Client(base_url=server.url, timeout=60) as client:
             image = client.post("/generate", json={"prompt": "a lighthouse", "seed": 1}).json()["id"]
             png = client.get(f"/download/{image}")
             png.raise_for_status()
             assert png.content.startswith(b"\x89PNG")
         return time.perf_counter() - started
     finally:
-        server.terminate()
-        server.wait(30)
+        stop(process)
 
 
 def run(route: str, cache: Path, cache_state: str) -> dict[str, float | str]:
