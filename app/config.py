@@ -71,6 +71,22 @@ class Settings(BaseSettings):
     dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
         "auto", description="auto: float16 on cuda/mps, float32 on cpu (fp16 on CPU is ~10x slower)."
     )
+    gpu_memory_gb: float | None = Field(
+        None,
+        gt=0,
+        description="Device memory the service may use, in GiB. Unset: 95% of what CUDA reports free at startup; "
+        "on CPU or MPS none (nothing is refused for memory). Lower it to share a card; set it on CPU to model a card.",
+    )
+    memory_mode: Literal["auto", "resident", "swap"] = Field(
+        "auto",
+        description="auto: base and refiner stay on the device when they and one default-size call fit the card, "
+        "else their UNets take turns (swap). The log says which was chosen and why.",
+    )
+    warmup: bool | None = Field(
+        None,
+        description="At startup, run generate, img2img and refine once at the default size and report the peak "
+        "memory (log, /models). Unset: on CUDA only.",
+    )
     variant: str | None = Field(None, description="Weights variant to load, e.g. 'fp16' for SDXL on a GPU.")
     cache_dir: Path = Field(default_factory=_default_cache_dir, description="Where the tiny model is built.")
     watermark: bool = Field(True, description="Embed SDXL's invisible watermark in every image.")

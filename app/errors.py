@@ -54,6 +54,12 @@ class ModelLoadError(ServiceError):
     type = "model_load_failed"
 
 
+class DoesNotFit(ServiceError):
+    """The request is valid but its estimated peak memory exceeds this device's; the message names what fits."""
+
+    type = "does_not_fit"
+
+
 class StorageFull(ServiceError):
     type = "storage_full"
 

@@ -264,3 +264,24 @@ class ModelsResponse(BaseModel):
     controlnets: list[str]
     schedulers: list[str]
     budget: dict[str, int] = Field(description="max_models, max_bytes (0: none), cpu_tier, device_bytes.")
+    memory: DeviceMemory
+
+
+class Warmup(BaseModel):
+    seconds: float
+    peak_bytes: int | None = Field(description="Peak device memory of the warm-up calls (CUDA only).")
+    calls: list[str]
+
+
+class DeviceMemory(BaseModel):
+    """The card as measured at startup, and how the models share it (gpu/memory.py)."""
+
+    budget_bytes: int | None = Field(
+        description="Device memory the service may use (SDXL_GPU_MEMORY_GB, else 95% of CUDA's free memory at "
+        "startup); null on CPU/MPS: nothing is refused for memory."
+    )
+    mode: str | None = Field(description="resident: base and refiner stay on the device; swap: their UNets take turns.")
+    reason: str | None = Field(description="Why this mode: the sizes it was chosen from.")
+    base_bytes: int | None = Field(description="The default model's weights as loaded.")
+    vae_upcast: bool | None = Field(description="The default VAE decodes in float32 (force_upcast in half precision).")
+    warmup: Warmup | None = Field(description="The startup warm-up (SDXL_WARMUP; on CUDA by default).")

@@ -41,6 +41,7 @@ STATUS: dict[str, int] = {
     "cancelled": 409,
     "other_replica": 409,
     "payload_too_large": 413,
+    "does_not_fit": 422,
     "unsupported_media_type": 415,
     "queue_full": 429,
     "internal_error": 500,

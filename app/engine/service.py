@@ -10,22 +10,26 @@ here knows about HTTP: the API is typed against protocol.py's `Engine`, which th
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from PIL import Image
+
 from app.config import Settings
 from app.engine import versions
 from app.engine.completion import Completion
-from app.engine.gpu import loader
+from app.engine.gpu import loader, warmup
+from app.engine.gpu.memory import Memory
 from app.engine.gpu.model_cache import free_memory
 from app.engine.gpu.runner import Rendered, Runner
 from app.engine.gpu.scheduler import Batch, Scheduler
 from app.engine.images import inputs
 from app.engine.images.watermark import check_available
-from app.engine.jobs import params
-from app.engine.jobs.items import GenerateParams, batch_key
+from app.engine.jobs import admission, params
+from app.engine.jobs.items import GenerateParams, RefineParams, batch_key
 from app.engine.jobs.job import Job, JobFailure, JobRegistry, JobStatus
 from app.engine.jobs.lookup import JobLookup
 from app.engine.jobs.records import JobRecords, View
@@ -39,6 +43,7 @@ from app.errors import (
     ServiceError,
     StorageFull,
     StorageUnavailable,
+    first_line,
 )
 from app.events.base import EventSink, NoEvents
 from app.schemas import GenerateRequest, Img2ImgRequest, InpaintRequest, RefineRequest
@@ -111,6 +116,8 @@ class ImageService:
         )
         self._on_fatal = on_fatal
         self._placement: loader.Placement | None = None
+        self.memory: Memory | None = None  # the card as the owner measured it at startup (the loop's copy)
+        self.warmup: dict[str, Any] | None = None
         self.registry: Registry | None = None
         self.runner: Runner | None = None
         self._refiner_lock = asyncio.Lock()
@@ -151,14 +158,39 @@ class ImageService:
                 check_available()
             placement = loader.resolve_placement(self.settings)
             self.runner = Runner(self.settings, self.registry, placement, self._on_model)
-            await self.scheduler.call(self.runner.load_default)
+            self.memory = (await self.scheduler.call(self.runner.load_default)).value
         except (ModelLoadError, StorageFull, StorageUnavailable) as exc:
             return self._fail(exc.message)
         except ImportError as exc:
             return self._fail(f"watermarking needs invisible-watermark ({exc}); or set SDXL_WATERMARK=false")
         self._placement, self.device = placement, placement.device
+        if self.settings.warmup or (self.settings.warmup is None and placement.device == "cuda"):
+            await self._warm_up()
         if self.state is State.LOADING:
             self.state = State.READY
+
+    async def _warm_up(self) -> None:
+        """gpu/warmup.py: a generate, an img2img and (if the refiner loads) a refine at the default size."""
+        assert self.registry is not None and self.runner is not None
+        d = self.registry.model(None).defaults
+        first = params.generate_params(
+            self.settings,
+            GenerateRequest.model_validate({"prompt": "warm-up", "num_inference_steps": 2, "seed": 0}),
+            self.registry,
+        )[0]
+        picture = Image.new("RGB", (first.width, first.height), "gray")
+        edit = dataclasses.replace(first, kind="img2img", image=picture, strength=0.5)
+        calls: list[list[GenerateParams] | list[RefineParams]] = [[first], [edit]]
+        try:
+            await self.refiner()
+            calls.append([RefineParams("warm-up", None, 0.5, 2, d.guidance, 6.0, 2.5, 0, picture)])
+        except ServiceError as exc:
+            logger.warning("warm-up without refine: %s", exc.message)
+        try:
+            self.warmup = (await self.scheduler.call(warmup.warm_up, self.runner, calls)).value
+        except Exception as exc:  # a warm-up that fails is what the first request would have met
+            logger.debug("warm-up failed", exc_info=True)
+            self._fail(f"the startup warm-up failed: {first_line(exc)}")
 
     def _on_model(self, name: str, role: str, old: str, new: str, seconds: float | None) -> None:
         """From the owner thread: a model moved between disk, CPU memory and the device. Prometheus and the
@@ -268,9 +300,10 @@ class ImageService:
 
     def _job(self, kind: str, items: list[GenerateParams]) -> Job:
         first = items[0]
-        assert self.runner is not None
+        assert self.runner is not None and self.registry is not None and self.memory is not None
         self.runner.cache.refuse_if_failed(first.setup.model)  # at once, not after a wait in the queue
         return Job(
+            batch_cap=admission.admit(self.memory, self.registry, first, self.settings.max_batch),
             kind=kind,
             model=first.setup.model,
             items=list(items),
@@ -287,6 +320,8 @@ class ImageService:
         source = await self.inputs.stored(parent_id)
         await self.refiner()
         item = params.refine_params(req, steps, defaults, source)
+        assert self.memory is not None
+        admission.admit(self.memory, registry, item, 1)
         job = Job(
             kind="refine",
             model=self.settings.refiner,
@@ -342,7 +377,9 @@ class ImageService:
     def models_info(self) -> dict[str, Any]:
         registry = self._ready_registry()
         assert self.runner is not None
-        return catalog.models_info(registry, self.runner.cache, self.settings, self.device, self.model_names())
+        return catalog.models_info(
+            registry, self.runner.cache, self.settings, self.device, self.model_names(), self.memory, self.warmup
+        )
 
     # --- waiting and cancelling ---------------------------------------------------------------------
     async def wait(self, job: Job, client_gone: Callable[[], Awaitable[bool]] | None = None) -> Job:

@@ -25,28 +25,33 @@ def adapter_name(lora: str) -> str:
     return "lora_" + lora.encode().hex()
 
 
-def apply_loras(pipe: Any, loras: list[tuple[ExtraEntry, float]], resolve: Any) -> None:
-    """Make exactly `loras` active on `pipe` for the next call. `resolve(source)` gives a loadable path."""
+def apply_loras(pipe: Any, loras: list[tuple[ExtraEntry, float]], resolve: Any) -> bool:
+    """Make exactly `loras` active on `pipe` for the next call. `resolve(source)` gives a loadable path.
+    True when adapters were loaded or deleted: the pipeline's size changed."""
     loaded = _loaded(pipe)
     if not loras:
         if loaded:
             pipe.disable_lora()
-        return
+        return False
+    changed = False
     wanted = [adapter_name(entry.name) for entry, _ in loras]
     try:
         stale = [name for name in loaded if name not in wanted]
         if len(loaded) + len(loras) > MAX_LOADED and stale:
             pipe.delete_adapters(stale)
             loaded = [name for name in loaded if name not in stale]
+            changed = True
         for entry, _ in loras:
             if adapter_name(entry.name) not in loaded:
                 pipe.load_lora_weights(
                     resolve(entry.source), weight_name=entry.weight_name, adapter_name=adapter_name(entry.name)
                 )
+                changed = True
         pipe.enable_lora()
         pipe.set_adapters(wanted, adapter_weights=[scale for _, scale in loras])
     except Exception as exc:
         _refuse(pipe, loras, wanted, exc)
+    return changed
 
 
 def _loaded(pipe: Any) -> list[str]:

@@ -3,13 +3,14 @@
 Pure decisions over plain data: no locks, no threads, no clock (callers pass the time left in). The scheduler
 owns the queue, the condition variable and the waiting, and asks these functions what to do.
 
-Selection (`batch_for`): the owner takes the oldest queued image (the head), then every queued image with the
-same batch key (same model, size, steps, guidance, scheduler...), in queue order, up to `max_batch` images and
-`max_batch_pixels` pixels. An image that would overflow the pixel budget is skipped, not a stopping point: a
-later, smaller one may still join. Cancelled images never join, and cancelled images at the head of the queue
-are dropped before a head is picked (`cancelled_at_head`). A job whose batch key is None always runs alone.
-Each image keeps its own prompt and its own seeded generator, so what it looks like does not depend on what it
-was batched with. The oldest image always goes first: nothing starves.
+Selection (`batch_for`): the owner takes the oldest queued image (the head), then every queued image with the same
+batch key (same model, size, steps, guidance, scheduler...), in queue order, up to `max_batch` images,
+`max_batch_pixels` pixels and the head job's `batch_cap` (the most that fit in device memory, jobs/admission.py).
+An image that would overflow the pixel budget is skipped, not a stopping point: a later, smaller one may still
+join. Cancelled images never join, and cancelled images at the head of the queue are dropped before a head is
+picked (`cancelled_at_head`). A job whose batch key is None always runs alone. Each image keeps its own prompt and
+its own seeded generator, so what it looks like does not depend on what it was batched with. The oldest image
+always goes first: nothing starves.
 
 Waiting (`wait_limit`, `others_in_flight`, `keep_waiting`): the owner waits for companions only while other
 jobs are in flight (their images being encoded and stored, none of them queued): their clients are the ones
@@ -47,6 +48,9 @@ class BatchJob(Protocol):
     def pixels(self) -> int: ...  # per image
 
     @property
+    def batch_cap(self) -> int | None: ...  # most images of this job that fit in one call; None: no limit
+
+    @property
     def cancel_requested(self) -> CancelFlag: ...
 
 
@@ -82,8 +86,9 @@ def batch_for(head: ItemT, pending: Iterable[ItemT], limits: BatchLimits) -> lis
     if head.job.batch_key is None:
         return [head]
     chosen, pixels = [head], head.job.pixels
+    most = most_images(head, limits)
     for item in pending:
-        if len(chosen) >= limits.max_batch:
+        if len(chosen) >= most:
             break
         if item is head or item.job.batch_key != head.job.batch_key or item.job.cancel_requested.is_set():
             continue
@@ -92,6 +97,12 @@ def batch_for(head: ItemT, pending: Iterable[ItemT], limits: BatchLimits) -> lis
         chosen.append(item)
         pixels += item.job.pixels
     return chosen
+
+
+def most_images(head: BatchItem, limits: BatchLimits) -> int:
+    """The most images a call led by `head` may hold. Jobs sharing a key share a model and a size, so the head
+    job's memory cap holds for all of them."""
+    return min(limits.max_batch, head.job.batch_cap or limits.max_batch)
 
 
 def wait_limit(window_s: float, last_batch_s: float) -> float:
@@ -105,9 +116,10 @@ def others_in_flight(job: object, unfinished: Iterable[object], pending: Iterabl
     return any(other is not job and id(other) not in queued for other in unfinished)
 
 
-def keep_waiting(chosen: int, limits: BatchLimits, *, stopping: bool, in_flight: bool, remaining_s: float) -> bool:
-    """Whether the owner should wait (up to `remaining_s`) for more images to join a batch of `chosen`."""
-    return chosen < limits.max_batch and not stopping and in_flight and remaining_s > 0
+def keep_waiting(chosen: int, most: int, *, stopping: bool, in_flight: bool, remaining_s: float) -> bool:
+    """Whether the owner should wait (up to `remaining_s`) for more images to join a batch of `chosen` (of at most
+    `most`, see `most_images`)."""
+    return chosen < most and not stopping and in_flight and remaining_s > 0
 
 
 def retry_after(pending: int, max_batch: int) -> int:

@@ -115,6 +115,22 @@ class PipelineCache:
         if left > 0:
             raise ModelLoadError(f"{failed[1]} (not retried for {left:.0f} s)", retry_after=left)
 
+    def evict(self, name: str) -> None:
+        """Take a model off the device to make room for a call (never the pinned default)."""
+        if name in self._on_device and not self.slots[name].pinned:
+            self._evict(name)
+
+    def on_device(self) -> list[str]:
+        """Models on the device, least recently used first."""
+        return list(self._on_device)
+
+    def resize(self, name: str, size: int) -> None:
+        """A resident pipeline grew or shrank (a LoRA adapter loaded or deleted)."""
+        slot = self.slots[name]
+        if slot.location == DEVICE and slot.bytes is not None:
+            self.device_bytes += size - slot.bytes
+        slot.bytes = size
+
     def _make_room(self, incoming: int, keep: str) -> None:
         def over() -> bool:
             count = len(self._on_device) + 1 > self.max_models
@@ -165,20 +181,25 @@ class PipelineCache:
 
 def pipeline_bytes(*pipes: Any) -> int:
     """Bytes of the distinct tensor storages behind the pipelines' modules (shared modules count once)."""
+    return modules_bytes(*(c for pipe in pipes for c in pipe.components.values()))
+
+
+def modules_bytes(*modules: Any) -> int:
+    """Bytes of the distinct tensor storages behind the modules' parameters and buffers (shared ones once)."""
     import torch
 
-    seen: set[tuple[str, int]] = set()
+    seen: set[Any] = set()
     total = 0
-    for pipe in pipes:
-        for component in pipe.components.values():
-            if not isinstance(component, torch.nn.Module):
-                continue
-            for tensor in [*component.parameters(), *component.buffers()]:
-                storage = tensor.untyped_storage()
-                key = (str(tensor.device), storage.data_ptr())
-                if key not in seen:
-                    seen.add(key)
-                    total += storage.nbytes()
+    for module in modules:
+        if not isinstance(module, torch.nn.Module):
+            continue
+        for tensor in [*module.parameters(), *module.buffers()]:
+            storage = tensor.untyped_storage()
+            # On the meta device every data_ptr() is 0: there, each tensor is its own storage.
+            key = (str(tensor.device), storage.data_ptr()) if storage.data_ptr() else id(tensor)
+            if key not in seen:
+                seen.add(key)
+                total += storage.nbytes() if storage.data_ptr() else tensor.numel() * tensor.element_size()
     return total
 
 

@@ -63,12 +63,17 @@ def _prompts(batch: list[GenerateParams]) -> dict[str, Any]:
 
 
 def run_generate(
-    pipe: Any, batch: list[GenerateParams], on_step: Callable[[], None], refiner: Any = None
+    pipe: Any,
+    batch: list[GenerateParams],
+    on_step: Callable[[], None],
+    refiner: Any = None,
+    switch: Callable[[], None] | None = None,
 ) -> list[Image.Image]:
     """One call for the whole batch: a prompt list and one seeded generator per image.
 
     `pipe` is already the right pipeline for the batch's kind (text-to-image, img2img, inpaint, ControlNet).
-    With `high_noise_frac` the base stops there and hands its latents to `refiner` (ensemble of experts).
+    With `high_noise_frac` the base stops there and hands its latents to `refiner` (ensemble of experts);
+    `switch`, if given, runs in between (on a small card it swaps the base's UNet for the refiner's).
     """
     p = batch[0]
     kwargs: dict[str, Any] = {
@@ -95,6 +100,8 @@ def run_generate(
         return images
     kwargs.update(denoising_end=p.high_noise_frac, output_type="latent")
     latents = pipe(**kwargs).images
+    if switch is not None:
+        switch()
     refined: list[Image.Image] = refiner(
         # The refiner's one encoder is text_encoder_2, which diffusers feeds `prompt`: give it what the base's
         # text_encoder_2 read.

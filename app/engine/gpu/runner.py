@@ -7,17 +7,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, cast
 
 from PIL import Image
 
 from app.config import Settings
-from app.engine.gpu import loader, pipelines
+from app.engine.gpu import loader, memory, pipelines, residency
 from app.engine.gpu.adapters import apply_loras
-from app.engine.gpu.model_cache import PipelineCache, Slot, free_memory
+from app.engine.gpu.components import Components
+from app.engine.gpu.memory import Call, Memory
+from app.engine.gpu.model_cache import PipelineCache, Slot, modules_bytes, pipeline_bytes
 from app.engine.gpu.pipelines import with_components
 from app.engine.jobs.items import GenerateParams, RefineParams
 from app.engine.models import samplers
@@ -37,28 +39,6 @@ class Rendered:
 
     image: Image.Image
     scheduler: str  # the sampler asked for, else the class of the pipeline's own scheduler
-
-
-class Components:
-    """A few loaded VAEs or ControlNets, least recently used dropped first."""
-
-    def __init__(self, load: Callable[[ExtraEntry], Any], keep: int):
-        self._load, self._keep = load, keep
-        self._items: OrderedDict[str, Any] = OrderedDict()
-
-    def get(self, entry: ExtraEntry) -> Any:
-        if entry.name in self._items:
-            self._items.move_to_end(entry.name)
-            return self._items[entry.name]
-        module = self._load(entry)
-        self._items[entry.name] = module
-        while len(self._items) > self._keep:
-            self._items.popitem(last=False)
-            free_memory()
-        return module
-
-    def loaded(self) -> list[tuple[str, Any]]:
-        return list(self._items.items())
 
 
 class Runner:
@@ -87,6 +67,9 @@ class Runner:
             lambda e: loader.load_controlnet(e, settings, placement, self._local_only), keep=2
         )
         self.refiner: Any = None
+        self.memory = Memory(None, memory.RESIDENT, memory.DTYPE_BYTES[placement.dtype_name], 0, False)
+        self.parking = residency.Parking(placement.device)
+        self._refiner_bytes = 0  # its own UNet: the encoder and VAE are the base's
 
     # --- loading -------------------------------------------------------------------------------------
     def _load_model(self, entry: ModelEntry) -> Any:
@@ -104,8 +87,19 @@ class Runner:
         seconds = self._load_seconds.pop(name, None) if new == "device" else None
         self._on_model(name, "model", old, new, seconds)
 
-    def load_default(self) -> Any:
-        return self.cache.get(self.registry.default).pipe
+    def load_default(self) -> Memory:
+        """Measure the card, load the default model, and choose how base and refiner share the card."""
+        budget = residency.measure_budget(self.settings.gpu_memory_gb, self.placement.device)
+        slot = self.cache.get(self.registry.default)
+        b = self.memory.dtype_bytes
+        upcast = bool(getattr(slot.pipe.vae.config, "force_upcast", False)) and b < 4
+        d = slot.entry.defaults
+        call = Call(d.size, d.size, 1, d.guidance > 1, b, upcast)
+        fp = memory.FOOTPRINTS[slot.entry.family]
+        mode, reason = residency.choose_mode(self.settings.memory_mode, budget, slot.bytes or 0, fp, call)
+        self.memory = Memory(budget, mode, b, slot.bytes or 0, upcast, reason)
+        logger.info("memory mode %s: %s", mode, reason)
+        return self.memory
 
     @property
     def default_pipeline(self) -> Any:
@@ -115,7 +109,10 @@ class Runner:
         """The refiner borrows the default model's text_encoder_2 and VAE (the same objects)."""
         if self.refiner is None:
             started = time.perf_counter()
+            fp = self._footprint(self.registry.default)
+            self._make_room(fp.refiner_unet_params * self.memory.dtype_bytes, keep=set(), uses_refiner=True)
             self.refiner = loader.load_refiner(self.settings, self.placement, self.default_pipeline)
+            self._refiner_bytes = modules_bytes(self.refiner.unet)
             self._on_model(self.settings.refiner, "refiner", "disk", "device", time.perf_counter() - started)
         return self.refiner
 
@@ -175,34 +172,119 @@ class Runner:
     def generate(self, batch: list[GenerateParams], on_step: Callable[[], None]) -> list[Image.Image]:
         p = batch[0]
         entry = self.registry.model(p.setup.model)
+        vae_entry = self.registry.vae(p.setup.vae, entry) if p.setup.vae is not None else None
+        cn_entry = self.registry.controlnet(p.control.name, entry) if p.control is not None else None
+        ensemble = p.high_noise_frac is not None
+        if ensemble and (self.refiner is None or entry.name != self.registry.default):
+            raise InvalidRequest("ensemble refine needs the default model and its refiner", field="refine")
+        self._make_room(
+            self._incoming(entry, vae_entry, cn_entry) + self._activations(entry, p, len(batch)),
+            keep={entry.name, *(e.name for e in (vae_entry, cn_entry) if e is not None)},
+            uses_refiner=ensemble,
+        )
         slot = self.cache.get(entry.name)
+        self.parking.unpark("base", self.default_pipeline.unet)
         loras = [
             (self.registry.lora(name, entry, f"loras[{i}].name"), scale)
             for i, (name, scale) in enumerate(p.setup.loras)
         ]
-        apply_loras(slot.pipe, loras, self._resolve)
+        if apply_loras(slot.pipe, loras, self._resolve):
+            self.cache.resize(entry.name, pipeline_bytes(slot.pipe))
         pipe = self._pipeline_for(slot, p)
         overrides: dict[str, Any] = {}
         if p.setup.scheduler is not None:
             overrides["scheduler"] = samplers.build(p.setup.scheduler, pipe.scheduler.config)
-        if p.setup.vae is not None:
-            overrides["vae"] = self.vaes.get(self.registry.vae(p.setup.vae, entry))
-        refiner = None
-        if p.high_noise_frac is not None:
-            if self.refiner is None or entry.name != self.registry.default:
-                raise InvalidRequest("ensemble refine needs the default model and its refiner", field="refine")
+        if vae_entry is not None:
+            overrides["vae"] = self.vaes.get(vae_entry)
+        self._set_decode(entry, p, len(batch), overrides.get("vae", pipe.vae))
+        refiner, switch = None, None
+        if ensemble:
             # The refiner finishes the same picture: the same VAE, and the same kind of scheduler from its own config.
             refiner_overrides = {k: v for k, v in overrides.items() if k == "vae"}
             if p.setup.scheduler is not None:
                 refiner_overrides["scheduler"] = samplers.build(p.setup.scheduler, self.refiner.scheduler.config)
             refiner = with_components(self.refiner, **refiner_overrides)
+            if "refiner" in self.parking.parked:  # SWAP: the base's UNet makes way half-way through the call
+                switch = partial(self._to_refiner_unet, self._activations(entry, p, len(batch)))
         # Through the module, so tests can inject faults (OOM, a broken pipeline) at the call itself.
-        return pipelines.run_generate(with_components(pipe, **overrides), batch, on_step, refiner)
+        return pipelines.run_generate(with_components(pipe, **overrides), batch, on_step, refiner, switch)
 
     def refine(self, p: RefineParams, on_step: Callable[[], None]) -> Image.Image:
+        entry = self.registry.model(None)
+        need = self._activations(entry, p, 1)
+        parked = self._refiner_bytes if "refiner" in self.parking.parked else 0
+        self._make_room(need + parked, keep={entry.name}, uses_refiner=True, refine=True)
+        self._to_refiner_unet(need)
         # The refiner shares the default model's text_encoder_2, where a LoRA may have text-encoder layers.
         apply_loras(self.default_pipeline, [], self._resolve)
+        self._set_decode(entry, p, 1, self.refiner.vae)
         return pipelines.run_refiner(self.refiner, p, on_step)
+
+    # --- memory: what stays on the device (see residency.py) -------------------------------------------
+    def _footprint(self, model: str) -> memory.Footprint:
+        return memory.FOOTPRINTS[self.registry.models[model].family]
+
+    def _call(self, entry: ModelEntry, p: GenerateParams | RefineParams, images: int, vae: Any = None) -> Call:
+        width, height = p.image.size if isinstance(p, RefineParams) else (p.width, p.height)
+        b = self.memory.dtype_bytes
+        upcast = self.memory.upcast_vae if vae is None else bool(getattr(vae.config, "force_upcast", False))
+        return Call(width, height, images, p.guidance > 1, b, upcast and b < 4)
+
+    def _activations(self, entry: ModelEntry, p: GenerateParams | RefineParams, images: int) -> int:
+        fp, call = self._footprint(entry.name), self._call(entry, p, images)
+        return memory.activations(fp, call, memory.plan_decode(fp, call, self._room()))
+
+    def _room(self) -> int | None:
+        budget = self.memory.budget
+        return None if budget is None else budget - self.resident_bytes()
+
+    def _set_decode(self, entry: ModelEntry, p: GenerateParams | RefineParams, images: int, vae: Any) -> None:
+        fp, call = self._footprint(entry.name), self._call(entry, p, images, vae)
+        residency.set_decode(vae, fp, memory.plan_decode(fp, call, self._room()))
+
+    def _incoming(self, entry: ModelEntry, vae: ExtraEntry | None, controlnet: ExtraEntry | None) -> int:
+        """Estimated bytes of what the call uses that is not on the device yet."""
+        fp, b = self._footprint(entry.name), self.memory.dtype_bytes
+        total = 0 if self.cache.slots[entry.name].location == "device" else fp.weights(b)
+        if vae is not None and not self.vaes.has(vae.name):
+            total += fp.vae_params * b
+        if controlnet is not None and not self.controlnets.has(controlnet.name):
+            total += fp.controlnet_params * b
+        if "base" in self.parking.parked:
+            total += self._base_unet_bytes()
+        return total
+
+    def resident_bytes(self) -> int:
+        total = self.cache.device_bytes + self.vaes.bytes + self.controlnets.bytes
+        if self.refiner is not None and "refiner" not in self.parking.parked:
+            total += self._refiner_bytes
+        if "base" in self.parking.parked:
+            total -= self._base_unet_bytes()
+        return total
+
+    def _base_unet_bytes(self) -> int:
+        return modules_bytes(self.default_pipeline.unet)
+
+    def _make_room(self, need: int, keep: set[str], uses_refiner: bool, refine: bool = False) -> None:
+        victims: list[tuple[str, Callable[[], None]]] = []
+        for label, parts in (("ControlNet", self.controlnets), ("VAE", self.vaes)):
+            victims += [(f"{label} {n!r}", partial(parts.drop, n)) for n, _ in parts.loaded() if n not in keep]
+        victims += [(f"model {n!r}", partial(self.cache.evict, n)) for n in self.cache.on_device() if n not in keep]
+        if self.refiner is not None and not uses_refiner:
+            victims.append(("the refiner's UNet (parked)", lambda: self.parking.park("refiner", self.refiner.unet)))
+        if refine:
+            victims.append(("the base's UNet (parked)", lambda: self.parking.park("base", self.default_pipeline.unet)))
+        residency.make_room(self.memory.budget, need, self.resident_bytes, victims)
+
+    def _to_refiner_unet(self, need: int) -> None:
+        """The refiner's UNet onto the device, the base's parked first if both and the call's `need` (activations)
+        do not fit (SWAP)."""
+        if "refiner" not in self.parking.parked:
+            return
+        room = self._room()
+        if room is not None and room < self._refiner_bytes + need:
+            self.parking.park("base", self.default_pipeline.unet)
+        self.parking.unpark("refiner", self.refiner.unet)
 
     def _resolve(self, source: str) -> str:
         return loader.resolve_source(source, self.settings)

@@ -240,11 +240,12 @@ class Scheduler:
         limits = self._limits
         deadline = time.monotonic() + batching.wait_limit(limits.window_s, self._last_batch_s)
         chosen = batching.batch_for(head, self._pending, limits)
+        most = batching.most_images(head, limits)
         while True:
             remaining = deadline - time.monotonic()
             in_flight = batching.others_in_flight(head.job, self._unfinished, self._pending)
             if not batching.keep_waiting(
-                len(chosen), limits, stopping=self._stop, in_flight=in_flight, remaining_s=remaining
+                len(chosen), most, stopping=self._stop, in_flight=in_flight, remaining_s=remaining
             ):
                 break
             self._cv.wait(remaining)  # submit() and job_finished() notify

@@ -59,6 +59,7 @@ class Job:
     pixels: int  # per item, for the batch pixel budget
     steps: int  # denoising steps per item, for progress
     parent_id: str | None = None
+    batch_cap: int | None = None  # most of its images one call may hold on this device (admission.py); None: any
     id: str = field(default_factory=new_id)
     status: JobStatus = JobStatus.QUEUED
     created: float = field(default_factory=time.time)

@@ -5,13 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 from app.config import Settings
+from app.engine.gpu.memory import Memory
 from app.engine.gpu.model_cache import PipelineCache
 from app.engine.models import samplers
 from app.engine.models.registry import Registry
 
 
 def models_info(
-    registry: Registry, cache: PipelineCache, settings: Settings, device: str, order: list[str]
+    registry: Registry,
+    cache: PipelineCache,
+    settings: Settings,
+    device: str,
+    order: list[str],
+    memory: Memory | None = None,
+    warmup: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Read on the event loop while the owner may change the cache: each value read is one the owner replaces
     whole, so a snapshot may be a step behind but is never torn."""
@@ -56,5 +63,13 @@ def models_info(
             "max_bytes": cache.max_bytes,
             "cpu_tier": cache.cpu_tier,
             "device_bytes": cache.device_bytes,
+        },
+        "memory": {
+            "budget_bytes": memory.budget if memory else None,
+            "mode": memory.mode if memory else None,
+            "reason": memory.reason if memory else None,
+            "base_bytes": memory.base_bytes if memory else None,
+            "vae_upcast": memory.upcast_vae if memory else None,
+            "warmup": warmup,
         },
     }

@@ -12,6 +12,7 @@ from app.engine.gpu.batching import (
     batch_for,
     cancelled_at_head,
     keep_waiting,
+    most_images,
     others_in_flight,
     retry_after,
     wait_limit,
@@ -92,6 +93,17 @@ def test_max_batch_cap() -> None:
     assert batch_for(queue[0], queue, one) == [queue[0]]
 
 
+def test_memory_cap_of_the_head_job_limits_the_call() -> None:
+    """Admission caps how many images of a size fit in one call on this device; the batcher never forms more."""
+    capped = _job(3)
+    capped.batch_cap = 2
+    queue = _queue(capped, _job())
+    assert batch_for(queue[0], queue, LIMITS) == queue[:2]
+    assert most_images(queue[0], LIMITS) == 2
+    assert most_images(_queue(_job())[0], LIMITS) == LIMITS.max_batch
+    assert not keep_waiting(2, most_images(queue[0], LIMITS), stopping=False, in_flight=True, remaining_s=1.0)
+
+
 def test_cancelled_inside_the_queue_never_joins() -> None:
     a, gone, b = _job(), _job(2, cancelled=True), _job()
     queue = _queue(a, gone, b)
@@ -127,7 +139,7 @@ def test_wait_limit_is_a_share_of_the_last_batch() -> None:
 
 # --- whether to keep waiting -------------------------------------------------------------------------------------
 def _keep(chosen: int, *, stopping: bool = False, in_flight: bool = True, remaining_s: float = 0.01) -> bool:
-    return keep_waiting(chosen, LIMITS, stopping=stopping, in_flight=in_flight, remaining_s=remaining_s)
+    return keep_waiting(chosen, LIMITS.max_batch, stopping=stopping, in_flight=in_flight, remaining_s=remaining_s)
 
 
 def test_keep_waiting_only_while_every_condition_holds() -> None:
