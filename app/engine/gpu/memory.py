@@ -35,6 +35,7 @@ class Footprint:
     text_encoder_params: int  # both text encoders
     controlnet_params: int
     unet_per_pixel: float  # peak live UNet activation bytes per output pixel, per row, per element byte
+    refiner_per_pixel: float  # the same for the refiner's UNet
     decode_per_pixel: float  # peak live VAE-decode activation bytes per output pixel, per element byte
     tile: int  # the side (in pixels) of one tile when decoding tiled
     overhead: int  # bytes the model does not see: kernels' workspaces, the allocator's rounding
@@ -53,7 +54,8 @@ FOOTPRINTS = {
         vae_params=83_653_863,
         text_encoder_params=123_060_480 + 694_659_840,
         controlnet_params=1_251_014_160,
-        unet_per_pixel=160.0,
+        unet_per_pixel=79.0,
+        refiner_per_pixel=95.0,
         decode_per_pixel=768.0,
         tile=512,
         overhead=GiB // 2,
@@ -66,6 +68,7 @@ FOOTPRINTS = {
         text_encoder_params=66_516,
         controlnet_params=1_094_576,
         unet_per_pixel=7.0,
+        refiner_per_pixel=7.0,
         decode_per_pixel=41.0,
         tile=256,
         overhead=0,
@@ -101,6 +104,7 @@ class Call:
     guidance: bool  # classifier-free guidance: two UNet rows per image
     dtype_bytes: int
     upcast_vae: bool  # decode in float32
+    refiner: bool = False  # the refiner's UNet runs too (refine, ensemble)
 
     @property
     def pixels(self) -> int:
@@ -113,13 +117,19 @@ class Call:
 
 def unet_bytes(fp: Footprint, call: Call) -> int:
     rows = call.images * (2 if call.guidance else 1)
-    return math.ceil(fp.unet_per_pixel * call.pixels * rows * call.dtype_bytes)
+    per_pixel = max(fp.unet_per_pixel, fp.refiner_per_pixel) if call.refiner else fp.unet_per_pixel
+    return math.ceil(per_pixel * call.pixels * rows * call.dtype_bytes)
+
+
+TILED_OUTPUT = 6  # bytes per pixel per element byte: decoded tiles (3 channels) kept, then joined into one image
 
 
 def decode_bytes(fp: Footprint, call: Call, decode: Decode) -> int:
-    pixels = min(call.pixels, fp.tile * fp.tile) if decode.tiled else call.pixels
     images = 1 if decode.sliced else call.images
-    return math.ceil(fp.decode_per_pixel * pixels * images * call.decode_bytes)
+    if not decode.tiled or call.pixels <= fp.tile * fp.tile:
+        return math.ceil(fp.decode_per_pixel * call.pixels * images * call.decode_bytes)
+    tile = fp.decode_per_pixel * fp.tile * fp.tile
+    return math.ceil((tile + TILED_OUTPUT * call.pixels) * images * call.decode_bytes)
 
 
 def activations(fp: Footprint, call: Call, decode: Decode) -> int:

@@ -226,9 +226,10 @@ class Runner:
 
     def _call(self, entry: ModelEntry, p: GenerateParams | RefineParams, images: int, vae: Any = None) -> Call:
         width, height = p.image.size if isinstance(p, RefineParams) else (p.width, p.height)
+        refiner = isinstance(p, RefineParams) or p.high_noise_frac is not None
         b = self.memory.dtype_bytes
         upcast = self.memory.upcast_vae if vae is None else bool(getattr(vae.config, "force_upcast", False))
-        return Call(width, height, images, p.guidance > 1, b, upcast and b < 4)
+        return Call(width, height, images, p.guidance > 1, b, upcast and b < 4, refiner)
 
     def _activations(self, entry: ModelEntry, p: GenerateParams | RefineParams, images: int) -> int:
         fp, call = self._footprint(entry.name), self._call(entry, p, images)

@@ -39,10 +39,11 @@ def resident(mem: Memory, registry: Registry, fp: Footprint, p: GenerateParams |
 
 def call_of(mem: Memory, p: GenerateParams | RefineParams, images: int = 1) -> Call:
     if isinstance(p, RefineParams):
-        width, height = p.image.size
+        (width, height), refiner = p.image.size, True
     else:
-        width, height = p.width, p.height
-    return Call(width, height, images, p.guidance > 1, mem.dtype_bytes, mem.upcast_vae and mem.dtype_bytes < 4)
+        (width, height), refiner = (p.width, p.height), p.high_noise_frac is not None
+    upcast = mem.upcast_vae and mem.dtype_bytes < 4
+    return Call(width, height, images, p.guidance > 1, mem.dtype_bytes, upcast, refiner)
 
 
 def admit(mem: Memory, registry: Registry, p: GenerateParams | RefineParams, limit: int) -> int:

@@ -1,16 +1,30 @@
 """The memory model on real SDXL numbers: which cards get which mode, what is refused, what is capped.
 
-The footprint's parameter counts and activation figures are checked against the real architecture in
-test_sdxl_meta.py; here they answer the questions an operator asks about a card.
+The footprints themselves are checked at the end: against the real SDXL architecture instantiated on `meta` (real
+configs in tests/fixtures/sdxl, no weights; peak live activations by tests/sdxl_meta.py's tracker), and against
+the tiny models.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import torch
 
 from app.engine.gpu import memory
 from app.engine.gpu.memory import Call, Decode, GiB
-from app.engine.gpu.residency import choose_mode
+from app.engine.gpu.residency import choose_mode, set_decode
+from app.engine.models.tiny.build import ensure_tiny_models
+from tests.sdxl_meta import (
+    PARAMS,
+    build,
+    fused_attention,
+    param_count,
+    peak_activation_bytes,
+    unet_forward_peak,
+    vae_decode_peak,
+)
 
 SDXL = memory.FOOTPRINTS["sdxl"]
 FP16 = 2
@@ -75,3 +89,77 @@ def test_no_budget_refuses_nothing() -> None:
     assert memory.fits(SDXL, _call(2048, images=64), None)
     assert memory.most_images(SDXL, _call(2048), None, 8) == 8
     assert memory.plan_decode(SDXL, _call(2048), None) == Decode(sliced=False, tiled=False)
+
+
+# --- the footprints against the real architectures ----------------------------------------------------------------
+def _per_pixel_unet(unet: torch.nn.Module, side: int) -> float:
+    with fused_attention():  # a GPU's SDPA kernels never hold the attention matrix (see tests/sdxl_meta.py)
+        return unet_forward_peak(unet, side, side) / (side * side * 2 * FP16)  # 2 rows: guidance
+
+
+def _per_pixel_decode(vae: torch.nn.Module, side: int, element_bytes: int) -> float:
+    with fused_attention():
+        return vae_decode_peak(vae, side, side) / (side * side * element_bytes)
+
+
+def test_sdxl_footprint_counts_are_the_real_architectures() -> None:
+    assert SDXL.unet_params == PARAMS["unet"] and SDXL.refiner_unet_params == PARAMS["refiner_unet"]
+    assert SDXL.vae_params == PARAMS["vae"] and SDXL.controlnet_params == PARAMS["controlnet"]
+    assert SDXL.text_encoder_params == PARAMS["text_encoder"] + PARAMS["text_encoder_2"]
+
+
+def test_sdxl_activation_figures_are_measured_on_meta() -> None:
+    """Peak live activations of the real UNets and VAE at 512² (they scale linearly: test_sdxl_meta.py)."""
+    assert _per_pixel_unet(build("unet").to(torch.float16), 512) == pytest.approx(SDXL.unet_per_pixel, rel=0.02)
+    refiner = build("refiner_unet").to(torch.float16)
+    assert _per_pixel_unet(refiner, 512) == pytest.approx(SDXL.refiner_per_pixel, rel=0.02)
+    vae = build("vae")
+    assert _per_pixel_decode(vae, 512, 4) == pytest.approx(SDXL.decode_per_pixel, rel=0.01)
+    assert _per_pixel_decode(vae.to(torch.float16), 512, 2) == pytest.approx(SDXL.decode_per_pixel, rel=0.01)
+
+
+def test_the_tiled_decode_the_owner_sets_peaks_where_the_model_says() -> None:
+    """residency.set_decode's tiling, on the real VAE: one 1024² image in 512² tiles (fp32, as when upcast)."""
+    vae = build("vae")
+    call = Call(1024, 1024, 1, True, FP16, upcast_vae=True)
+    set_decode(vae, SDXL, Decode(sliced=False, tiled=True))
+    with fused_attention():
+        measured = vae_decode_peak(vae, 1024, 1024)
+    estimate = memory.decode_bytes(SDXL, call, Decode(sliced=False, tiled=True))
+    assert measured == pytest.approx(estimate, rel=0.05)
+    assert measured < memory.decode_bytes(SDXL, call, Decode(sliced=False, tiled=False)) / 3
+
+
+def test_tiny_footprint_is_the_tiny_models(model_cache: Path) -> None:
+    from diffusers import ControlNetModel, StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
+
+    paths = ensure_tiny_models(model_cache)
+    tiny = memory.FOOTPRINTS["tiny"]
+    base = StableDiffusionXLPipeline.from_pretrained(str(paths.base))
+    refiner = StableDiffusionXLImg2ImgPipeline.from_pretrained(str(paths.refiner))
+    controlnet = ControlNetModel.from_pretrained(str(paths.controlnet))
+    assert tiny.unet_params == param_count(base.unet) and tiny.vae_params == param_count(base.vae)
+    assert tiny.text_encoder_params == param_count(base.text_encoder) + param_count(base.text_encoder_2)
+    assert tiny.refiner_unet_params == param_count(refiner.unet)
+    assert tiny.controlnet_params == param_count(controlnet)
+    # Activations: the same tracker on meta copies; the figures are rounded up, never down.
+    unet = _tiny_unet_per_pixel(base.unet.to("meta"))
+    assert unet <= tiny.unet_per_pixel < unet * 1.05
+    decode = _per_pixel_decode(base.vae.to("meta"), 256, 4)
+    assert decode <= tiny.decode_per_pixel < decode * 1.05
+
+
+def _tiny_unet_per_pixel(unet: torch.nn.Module) -> float:
+    cfg = unet.config  # type: ignore[union-attr]
+    side, rows = 256, 2
+    sample = torch.empty(rows, cfg.in_channels, side // 8, side // 8, device="meta")
+    context = torch.empty(rows, 77, cfg.cross_attention_dim, device="meta")
+    text_embeds = cfg.projection_class_embeddings_input_dim - 6 * cfg.addition_time_embed_dim
+    added = {
+        "text_embeds": torch.empty(rows, text_embeds, device="meta"),
+        "time_ids": torch.empty(rows, 6, device="meta"),
+    }
+    timestep = torch.empty(rows, device="meta", dtype=torch.int64)
+    with torch.no_grad(), fused_attention():
+        peak = peak_activation_bytes(lambda: unet(sample, timestep, context, added_cond_kwargs=added).sample)
+    return peak / (side * side * rows * 4)
