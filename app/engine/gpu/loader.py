@@ -15,7 +15,7 @@ from typing import Any
 from app.config import TINY, Settings
 from app.engine.models.registry import ExtraEntry, ModelEntry
 from app.engine.versions import LOCK_HINT
-from app.errors import ModelLoadError, first_line
+from app.errors import ModelLoadError, first_line, is_out_of_memory
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +24,11 @@ TINY_HINT = f"the built-in tiny models are built locally, so this is the install
 LOCAL_ONLY_HINT = (
     "requests may only use weights already in the hub cache or a directory; the operator can fetch them, or set "
     "SDXL_DOWNLOAD_MODELS=true"
+)
+# Not a missing file: pointing at the network or the hub cache would send an operator the wrong way.
+MEMORY_HINT = (
+    "the device has no room for it: keep fewer models resident (SDXL_MODEL_CACHE_MAX_MODELS, "
+    "SDXL_MODEL_CACHE_MAX_BYTES), use a half-precision SDXL_DTYPE (float16, bfloat16), or a device with more memory"
 )
 
 
@@ -112,6 +117,15 @@ def _about_packages(exc: BaseException) -> bool:
     return isinstance(exc, ImportError) or "version" in str(exc).lower()
 
 
+def failure_hint(exc: BaseException, tiny: bool, files_hint: str) -> str:
+    """What to do about a failed load, as "; advice" (or ""): `files_hint` when the files are what failed."""
+    if is_out_of_memory(exc):
+        return f"; {MEMORY_HINT}"
+    if tiny:  # built here from nothing: no hub involved, so the hub hints would mislead
+        return f"; {TINY_HINT}" if _about_packages(exc) else ""
+    return f"; {files_hint}"
+
+
 def _load(
     cls: Any,
     name: str,
@@ -131,10 +145,7 @@ def _load(
         loaded.to(placement.device)
     except Exception as exc:
         logger.debug("loading %s failed", source, exc_info=True)
-        if tiny:  # built here from nothing: no hub involved, so the hub hints would mislead
-            hint = f"; {TINY_HINT}" if _about_packages(exc) else ""
-        else:
-            hint = f"; {LOCAL_ONLY_HINT if local_only else OFFLINE_HINT}"
+        hint = failure_hint(exc, tiny, LOCAL_ONLY_HINT if local_only else OFFLINE_HINT)
         raise ModelLoadError(f"could not load the {role} {name!r} ({_one_line(exc)}){hint}") from exc
     if hasattr(loaded, "set_progress_bar_config"):
         loaded.set_progress_bar_config(disable=True)
