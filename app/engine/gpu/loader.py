@@ -12,7 +12,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from app.config import TINY, Settings
+from app.config import Settings
+from app.engine.gpu.variants import variant_for, with_variant_fallback
 from app.engine.models.registry import ExtraEntry, ModelEntry
 from app.engine.versions import LOCK_HINT
 from app.errors import ModelLoadError, first_line, is_out_of_memory
@@ -134,14 +135,22 @@ def _load(
     settings: Settings,
     placement: Placement,
     local_only: bool = False,
+    variant: str | None = None,
     **kw: Any,
 ) -> Any:
     started = time.perf_counter()
     tiny = source.startswith("tiny:")
-    variant = None if tiny else settings.variant
+    wanted = variant_for(variant, source, settings, placement.dtype_name)
+
+    def from_pretrained(path: str, variant: str | None) -> Any:
+        # use_safetensors: never a pickle (which can run code) from a repo or a directory.
+        return cls.from_pretrained(
+            path, dtype=placement.dtype, variant=variant, use_safetensors=True, local_files_only=local_only, **kw
+        )
+
     try:
         path = resolve_source(source, settings)  # builds the tiny models on first use: that can fail too
-        loaded = cls.from_pretrained(path, dtype=placement.dtype, variant=variant, local_files_only=local_only, **kw)
+        loaded = with_variant_fallback(lambda v: from_pretrained(path, v), wanted, f"the {role} {name!r}")
         loaded.to(placement.device)
     except Exception as exc:
         logger.debug("loading %s failed", source, exc_info=True)
@@ -175,6 +184,7 @@ def load_model(
         settings,
         placement,
         local_only,
+        entry.variant,
         add_watermarker=False,
         **components,
     )
@@ -183,27 +193,29 @@ def load_model(
 def load_vae(entry: ExtraEntry, settings: Settings, placement: Placement, local_only: bool = False) -> Any:
     from diffusers import AutoencoderKL
 
-    return _load(AutoencoderKL, entry.name, entry.source, "VAE", settings, placement, local_only)
+    return _load(AutoencoderKL, entry.name, entry.source, "VAE", settings, placement, local_only, entry.variant)
 
 
 def load_controlnet(entry: ExtraEntry, settings: Settings, placement: Placement, local_only: bool = False) -> Any:
     from diffusers import ControlNetModel
 
-    return _load(ControlNetModel, entry.name, entry.source, "ControlNet", settings, placement, local_only)
+    return _load(
+        ControlNetModel, entry.name, entry.source, "ControlNet", settings, placement, local_only, entry.variant
+    )
 
 
-def load_refiner(settings: Settings, placement: Placement, base: Any) -> Any:
+def load_refiner(entry: ExtraEntry, settings: Settings, placement: Placement, base: Any) -> Any:
     """The refiner borrows the base's second text encoder and VAE: the same objects, no second copy."""
     from diffusers import StableDiffusionXLImg2ImgPipeline
 
-    source = "tiny:refiner" if settings.refiner == TINY else settings.refiner
     return _load(
         StableDiffusionXLImg2ImgPipeline,
-        settings.refiner,
-        source,
+        entry.name,
+        entry.source,
         "refiner",
         settings,
         placement,
+        variant=entry.variant,
         add_watermarker=False,
         text_encoder_2=base.text_encoder_2,
         vae=base.vae,

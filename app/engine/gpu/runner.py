@@ -115,8 +115,10 @@ class Runner:
         """The refiner borrows the default model's text_encoder_2 and VAE (the same objects)."""
         if self.refiner is None:
             started = time.perf_counter()
-            self.refiner = loader.load_refiner(self.settings, self.placement, self.default_pipeline)
-            self._on_model(self.settings.refiner, "refiner", "disk", "device", time.perf_counter() - started)
+            self.refiner = loader.load_refiner(
+                self.registry.refiner, self.settings, self.placement, self.default_pipeline
+            )
+            self._on_model(self.registry.refiner.name, "refiner", "disk", "device", time.perf_counter() - started)
         return self.refiner
 
     # --- running -------------------------------------------------------------------------------------
