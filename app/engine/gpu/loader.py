@@ -26,6 +26,10 @@ LOCAL_ONLY_HINT = (
     "requests may only use weights already in the hub cache or a directory; the operator can fetch them, or set "
     "SDXL_DOWNLOAD_MODELS=true"
 )
+REFINER_HINT = (
+    "the refiner loads from local files only (a hub id is fetched at startup, never on request): fetch it into the "
+    "hub cache, or set SDXL_REFINER_MODEL to a directory"
+)
 # Not a missing file: pointing at the network or the hub cache would send an operator the wrong way.
 MEMORY_HINT = (
     "the device has no room for it: keep fewer models resident (SDXL_MODEL_CACHE_MAX_MODELS, "
@@ -107,7 +111,7 @@ def _first_line(exc: BaseException) -> str:
     return _STACKTRACE_ADVICE.sub("", first_line(exc))
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     """The error and, one level down, what caused it: the log line is all an operator gets."""
     cause = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
     return _first_line(exc) + (f"; caused by {_first_line(cause)}" if cause is not None else "")
@@ -136,6 +140,7 @@ def _load(
     placement: Placement,
     local_only: bool = False,
     variant: str | None = None,
+    local_hint: str = LOCAL_ONLY_HINT,
     **kw: Any,
 ) -> Any:
     started = time.perf_counter()
@@ -154,8 +159,8 @@ def _load(
         loaded.to(placement.device)
     except Exception as exc:
         logger.debug("loading %s failed", source, exc_info=True)
-        hint = failure_hint(exc, tiny, LOCAL_ONLY_HINT if local_only else OFFLINE_HINT)
-        raise ModelLoadError(f"could not load the {role} {name!r} ({_one_line(exc)}){hint}") from exc
+        hint = failure_hint(exc, tiny, local_hint if local_only else OFFLINE_HINT)
+        raise ModelLoadError(f"could not load the {role} {name!r} ({one_line(exc)}){hint}") from exc
     if hasattr(loaded, "set_progress_bar_config"):
         loaded.set_progress_bar_config(disable=True)
     logger.info(
@@ -205,7 +210,10 @@ def load_controlnet(entry: ExtraEntry, settings: Settings, placement: Placement,
 
 
 def load_refiner(entry: ExtraEntry, settings: Settings, placement: Placement, base: Any) -> Any:
-    """The refiner borrows the base's second text encoder and VAE: the same objects, no second copy."""
+    """The refiner borrows the base's second text encoder and VAE: the same objects, no second copy.
+
+    Local files only, always: a request loads it, and a request must never make the GPU owner fetch gigabytes
+    while the queue waits. Its files were made local at startup (fetch.resolve_refiner)."""
     from diffusers import StableDiffusionXLImg2ImgPipeline
 
     return _load(
@@ -215,7 +223,9 @@ def load_refiner(entry: ExtraEntry, settings: Settings, placement: Placement, ba
         "refiner",
         settings,
         placement,
+        local_only=True,
         variant=entry.variant,
+        local_hint=REFINER_HINT,
         add_watermarker=False,
         text_encoder_2=base.text_encoder_2,
         vae=base.vae,

@@ -15,7 +15,7 @@ from typing import Any, cast
 from PIL import Image
 
 from app.config import Settings
-from app.engine.gpu import loader, pipelines
+from app.engine.gpu import fetch, loader, pipelines
 from app.engine.gpu.adapters import apply_loras
 from app.engine.gpu.model_cache import PipelineCache, Slot, free_memory
 from app.engine.gpu.pipelines import with_components
@@ -110,6 +110,10 @@ class Runner:
     @property
     def default_pipeline(self) -> Any:
         return self.cache.slots[self.registry.default].pipe
+
+    def resolve_refiner(self) -> None:
+        """At startup, after the default model: the refiner's files onto this machine, not into memory."""
+        fetch.resolve_refiner(self.registry.refiner, self.settings, self.placement.dtype_name)
 
     def load_refiner(self) -> Any:
         """The refiner borrows the default model's text_encoder_2 and VAE (the same objects)."""

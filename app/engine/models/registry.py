@@ -21,6 +21,7 @@ from app.errors import InvalidRequest
 SDXL = "sdxl"
 TINY_FAMILY = "tiny"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9._-]+")  # "org/name"; anything else is a directory
 FP16 = "fp16"  # the variant of the SDXL repos' half-precision files (`*.fp16.safetensors`)
 
 
@@ -192,7 +193,7 @@ def _default_model(value: str, models: dict[str, ModelEntry]) -> str:
         if entry.source == value:
             return entry.name
     # A hub id ("org/name") is its own name; a directory is named "default", since requests may not carry paths.
-    name = value if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9._-]+", value) else "default"
+    name = value if HUB_ID.fullmatch(value) else "default"
     models[name] = ModelEntry(name, value, description="SDXL_MODEL")
     return name
 

@@ -1,5 +1,6 @@
-"""The loader on real tiny weights: what `from_pretrained` receives, the variant rule and its fallback, and the
-hint a load that ran out of memory gets. Fakes appear only to inject faults (out of memory)."""
+"""The loader on real tiny weights: what `from_pretrained` receives, the variant rule and its fallback, the
+refiner's local-only load and its startup resolution, and the hint a load that ran out of memory gets.
+Fakes appear only to inject faults (out of memory, an unreachable hub)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ from diffusers import AutoencoderKL, ControlNetModel, StableDiffusionXLImg2ImgPi
 from pydantic import ValidationError
 
 from app.config import Settings
-from app.engine.gpu import loader
+from app.engine.gpu import fetch, loader
 from app.engine.gpu.variants import variant_for
-from app.engine.models.registry import ExtraEntry
+from app.engine.models.registry import ExtraEntry, build_registry
 from app.engine.models.tiny.build import ensure_tiny_models
 from app.errors import ModelLoadError
 
@@ -42,6 +43,18 @@ def spy(monkeypatch: pytest.MonkeyPatch) -> Calls:
 
         monkeypatch.setattr(cls, "from_pretrained", spied)
     return calls
+
+
+def test_the_refiner_loads_local_files_only_and_borrows_the_base_modules(settings: Settings, spy: Calls) -> None:
+    registry = build_registry(settings)
+    base = loader.load_model(registry.models["tiny"], settings, CPU32)
+    refiner = loader.load_refiner(registry.refiner, settings, CPU32, base)
+    [(_, _, kw)] = [call for call in spy if call[0] == "StableDiffusionXLImg2ImgPipeline"]
+    assert kw["local_files_only"] is True and kw["use_safetensors"] is True and kw["variant"] is None
+    assert kw["text_encoder_2"] is base.text_encoder_2 and kw["vae"] is base.vae
+    assert refiner.text_encoder_2 is base.text_encoder_2 and refiner.vae is base.vae
+    [(_, _, base_kw)] = [call for call in spy if call[0] == "StableDiffusionXLPipeline"]
+    assert base_kw["use_safetensors"] is True and base_kw["local_files_only"] is False  # the default, at startup
 
 
 @pytest.mark.parametrize(
@@ -111,5 +124,52 @@ def test_a_load_that_runs_out_of_memory_gets_a_memory_hint_and_no_second_try(
     assert calls == ["fp16"], "never retried without the variant after running out of memory"
     assert f"could not load the {role} 'big'" in message and "the device has no room" in message
     assert "SDXL_MODEL_CACHE_MAX_MODELS" in message
-    for wrong in ("network", "hub cache", "SDXL_DOWNLOAD_MODELS"):
+    for wrong in ("network", "hub cache", "SDXL_DOWNLOAD_MODELS", "local files only"):
         assert wrong not in message, message
+
+
+def test_resolving_the_refiner_builds_or_checks_local_files(settings: Settings, tmp_path: Path) -> None:
+    tiny = build_registry(settings).refiner
+    assert fetch.resolve_refiner(tiny, settings, "float32") == str(ensure_tiny_models(settings.cache_dir).refiner)
+    directory = ExtraEntry("/models/refiner", str(tmp_path))
+    assert fetch.resolve_refiner(directory, settings, "float16") == str(tmp_path)
+    gone = ExtraEntry(str(tmp_path / "gone"), str(tmp_path / "gone"))
+    with pytest.raises(ModelLoadError) as caught:
+        fetch.resolve_refiner(gone, settings, "float16")
+    assert f"the refiner {gone.name!r} is not on this machine (FileNotFoundError: no directory" in caught.value.message
+    assert loader.REFINER_HINT in caught.value.message
+
+
+def test_resolving_a_hub_refiner_fetches_what_its_load_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The variant first, then the regular files when the repo has none; text_encoder_2 and the VAE are
+    borrowed from the base, so they are passed (as None) and not fetched. No hub here: the fetch is faked."""
+    settings = Settings(model="sdxl-base", refiner_model="someone/refiner", variant="fp16")
+    calls: list[dict[str, Any]] = []
+
+    def download(source: str, **kw: Any) -> Path:
+        calls.append({"source": source, **kw})
+        if kw["variant"] is not None:
+            raise ValueError("You are trying to load the model files of the `variant=fp16`, but no such ...")
+        return tmp_path
+
+    monkeypatch.setattr(StableDiffusionXLImg2ImgPipeline, "download", download)
+    assert fetch.resolve_refiner(build_registry(settings).refiner, settings, "float16") == str(tmp_path)
+    expected = {"source": "someone/refiner", "use_safetensors": True, "text_encoder_2": None, "vae": None}
+    assert calls == [{**expected, "variant": "fp16"}, {**expected, "variant": None}]
+
+
+def test_a_hub_refiner_that_cannot_be_fetched_is_named_with_the_way_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = Settings(model="sdxl-base")
+    calls = []
+
+    def unreachable(source: str, **kw: Any) -> Any:  # fault injection: no route to the hub
+        calls.append(kw["variant"])
+        raise OSError(f"Cannot load model {source}: the model is not fully cached locally")
+
+    monkeypatch.setattr(StableDiffusionXLImg2ImgPipeline, "download", unreachable)
+    with pytest.raises(ModelLoadError) as caught:
+        fetch.resolve_refiner(build_registry(settings).refiner, settings, "float16")
+    message = caught.value.message
+    assert calls == ["fp16"]  # not a missing variant: no second fetch
+    assert "the refiner 'stabilityai/stable-diffusion-xl-refiner-1.0' is not on this machine (OSError" in message
+    assert "SDXL_REFINER_MODEL to a directory" in message and "SDXL_MODEL=tiny" not in message
