@@ -9,6 +9,7 @@ object exists.
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -87,7 +88,13 @@ class Settings(BaseSettings):
         description="At startup, run generate, img2img and refine once at the default size and report the peak "
         "memory (log, /models). Unset: on CUDA only.",
     )
-    variant: str | None = Field(None, description="Weights variant to load, e.g. 'fp16' for SDXL on a GPU.")
+    variant: str | None = Field(
+        None,
+        description="Unset: each registry entry's own weights variant (fp16 files for the SDXL built-ins), used "
+        "only in float16/bfloat16. A name (e.g. 'fp16') forces that variant for every model, VAE, ControlNet and "
+        "the refiner, in any dtype; 'none': never a variant. Files without the variant fall back to the regular "
+        "ones. Ignored for the tiny models.",
+    )
     cache_dir: Path = Field(default_factory=_default_cache_dir, description="Where the tiny model is built.")
     watermark: bool = Field(True, description="Embed SDXL's invisible watermark in every image.")
     torch_threads: int | None = Field(
@@ -204,6 +211,17 @@ class Settings(BaseSettings):
         if value is not None and not value.strip():
             raise ValueError("must not be empty")
         return value.strip() if value is not None else None
+
+    @field_validator("variant")
+    @classmethod
+    def _variant_name(cls, value: str | None) -> str | None:
+        # It becomes part of file names (`diffusion_pytorch_model.<variant>.safetensors`): a name, never a path.
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", value):
+            raise ValueError(f"must be a variant name such as 'fp16', or 'none'; got {value!r}")
+        return "none" if value.lower() == "none" else value
 
     @field_validator(
         "webhook_model_loaded", "webhook_model_unloaded", "webhook_image_generated", "webhook_image_stored"

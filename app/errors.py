@@ -83,3 +83,15 @@ def first_line(exc: BaseException) -> str:
     developer at a shell, a traceback reference) would only mislead."""
     lines = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """torch.OutOfMemoryError, or a RuntimeError saying so (other backends, older torch), or either as a cause."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if type(current).__name__ == "OutOfMemoryError" or "out of memory" in str(current).lower():
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False

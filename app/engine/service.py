@@ -37,6 +37,7 @@ from app.engine.metrics import Metrics
 from app.engine.models import catalog
 from app.engine.models.registry import Registry, build_registry
 from app.engine.protocol import Engine
+from app.engine.refiner import RefinerAccess
 from app.errors import (
     ModelLoadError,
     NotReady,
@@ -91,7 +92,6 @@ class ImageService:
         self.state = State.STARTING
         self.error: str | None = None
         self.device = "unknown"
-        self.refiner_loads = 0  # how many times a refiner load was attempted (one, unless a load failed)
         self.completion = Completion(
             settings,
             store,
@@ -114,21 +114,21 @@ class ImageService:
             on_done=self.completion.done,
             on_error=self.completion.failed,
         )
+        self._refiner = RefinerAccess(self.scheduler)
         self._on_fatal = on_fatal
         self._placement: loader.Placement | None = None
         self.memory: Memory | None = None  # the card as the owner measured it at startup (the loop's copy)
         self.warmup: dict[str, Any] | None = None
         self.registry: Registry | None = None
         self.runner: Runner | None = None
-        self._refiner_lock = asyncio.Lock()
-        self._refiner: Any = None
         self._tasks: set[asyncio.Task[Any]] = set()  # post-processing in flight: awaited at shutdown
         self._expiry: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------------
     async def start(self) -> None:
-        """Start the GPU owner and load the default model on it. /ready answers 503 until this finishes.
+        """Start the GPU owner, load the default model on it and make the refiner's files local (a refiner that
+        cannot be is logged and refused per request: generating needs none). /ready answers 503 until this finishes.
 
         Nobody awaits this task's result (it runs beside the server), so every failure must end in `_fail`:
         an exception escaping here would leave /ready at 503 for ever, with nothing in the log.
@@ -164,6 +164,7 @@ class ImageService:
         except ImportError as exc:
             return self._fail(f"watermarking needs invisible-watermark ({exc}); or set SDXL_WATERMARK=false")
         self._placement, self.device = placement, placement.device
+        await self._refiner.resolve(self.runner)  # its files, not its weights: it loads on first use
         if self.settings.warmup or (self.settings.warmup is None and placement.device == "cuda"):
             await self._warm_up()
         if self.state is State.LOADING:
@@ -341,19 +342,14 @@ class ImageService:
         return job
 
     async def refiner(self) -> Any:
-        """Load the refiner on first use, exactly once, however many requests ask at the same time.
-
-        The lock is held across the load (not only the check), so concurrent first callers wait for the one
-        load instead of starting their own; if the load fails the lock is released and the next call retries.
-        """
+        """The refiner, loaded on first use, once; a recent failure is answered at once (refiner.py)."""
         assert self.runner is not None
-        if self._refiner is not None:  # the loop's own copy: the owner's attribute is the owner's to read
-            return self._refiner
-        async with self._refiner_lock:
-            if self._refiner is None:
-                self.refiner_loads += 1
-                self._refiner = (await self.scheduler.call(self.runner.load_refiner)).value
-        return self._refiner
+        return await self._refiner.get(self.runner)
+
+    @property
+    def refiner_loads(self) -> int:
+        """How many times a refiner load was attempted (one, unless a load failed)."""
+        return self._refiner.loads
 
     # --- what the API reads: stored PNGs and metrics ---------------------------------------------------
     async def png(self, image_id: str) -> bytes:

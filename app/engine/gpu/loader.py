@@ -12,10 +12,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from app.config import TINY, Settings
+from app.config import Settings
+from app.engine.gpu.variants import variant_for, with_variant_fallback
 from app.engine.models.registry import ExtraEntry, ModelEntry
 from app.engine.versions import LOCK_HINT
-from app.errors import ModelLoadError, first_line
+from app.errors import ModelLoadError, first_line, is_out_of_memory
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +25,15 @@ TINY_HINT = f"the built-in tiny models are built locally, so this is the install
 LOCAL_ONLY_HINT = (
     "requests may only use weights already in the hub cache or a directory; the operator can fetch them, or set "
     "SDXL_DOWNLOAD_MODELS=true"
+)
+REFINER_HINT = (
+    "the refiner loads from local files only (a hub id is fetched at startup, never on request): fetch it into the "
+    "hub cache, or set SDXL_REFINER_MODEL to a directory"
+)
+# Not a missing file: pointing at the network or the hub cache would send an operator the wrong way.
+MEMORY_HINT = (
+    "the device has no room for it: keep fewer models resident (SDXL_MODEL_CACHE_MAX_MODELS, "
+    "SDXL_MODEL_CACHE_MAX_BYTES), use a half-precision SDXL_DTYPE (float16, bfloat16), or a device with more memory"
 )
 
 
@@ -101,7 +111,7 @@ def _first_line(exc: BaseException) -> str:
     return _STACKTRACE_ADVICE.sub("", first_line(exc))
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     """The error and, one level down, what caused it: the log line is all an operator gets."""
     cause = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
     return _first_line(exc) + (f"; caused by {_first_line(cause)}" if cause is not None else "")
@@ -112,6 +122,15 @@ def _about_packages(exc: BaseException) -> bool:
     return isinstance(exc, ImportError) or "version" in str(exc).lower()
 
 
+def failure_hint(exc: BaseException, tiny: bool, files_hint: str) -> str:
+    """What to do about a failed load, as "; advice" (or ""): `files_hint` when the files are what failed."""
+    if is_out_of_memory(exc):
+        return f"; {MEMORY_HINT}"
+    if tiny:  # built here from nothing: no hub involved, so the hub hints would mislead
+        return f"; {TINY_HINT}" if _about_packages(exc) else ""
+    return f"; {files_hint}"
+
+
 def _load(
     cls: Any,
     name: str,
@@ -120,22 +139,28 @@ def _load(
     settings: Settings,
     placement: Placement,
     local_only: bool = False,
+    variant: str | None = None,
+    local_hint: str = LOCAL_ONLY_HINT,
     **kw: Any,
 ) -> Any:
     started = time.perf_counter()
     tiny = source.startswith("tiny:")
-    variant = None if tiny else settings.variant
+    wanted = variant_for(variant, source, settings, placement.dtype_name)
+
+    def from_pretrained(path: str, variant: str | None) -> Any:
+        # use_safetensors: never a pickle (which can run code) from a repo or a directory.
+        return cls.from_pretrained(
+            path, dtype=placement.dtype, variant=variant, use_safetensors=True, local_files_only=local_only, **kw
+        )
+
     try:
         path = resolve_source(source, settings)  # builds the tiny models on first use: that can fail too
-        loaded = cls.from_pretrained(path, dtype=placement.dtype, variant=variant, local_files_only=local_only, **kw)
+        loaded = with_variant_fallback(lambda v: from_pretrained(path, v), wanted, f"the {role} {name!r}")
         loaded.to(placement.device)
     except Exception as exc:
         logger.debug("loading %s failed", source, exc_info=True)
-        if tiny:  # built here from nothing: no hub involved, so the hub hints would mislead
-            hint = f"; {TINY_HINT}" if _about_packages(exc) else ""
-        else:
-            hint = f"; {LOCAL_ONLY_HINT if local_only else OFFLINE_HINT}"
-        raise ModelLoadError(f"could not load the {role} {name!r} ({_one_line(exc)}){hint}") from exc
+        hint = failure_hint(exc, tiny, local_hint if local_only else OFFLINE_HINT)
+        raise ModelLoadError(f"could not load the {role} {name!r} ({one_line(exc)}){hint}") from exc
     if hasattr(loaded, "set_progress_bar_config"):
         loaded.set_progress_bar_config(disable=True)
     logger.info(
@@ -164,6 +189,7 @@ def load_model(
         settings,
         placement,
         local_only,
+        entry.variant,
         add_watermarker=False,
         **components,
     )
@@ -172,27 +198,34 @@ def load_model(
 def load_vae(entry: ExtraEntry, settings: Settings, placement: Placement, local_only: bool = False) -> Any:
     from diffusers import AutoencoderKL
 
-    return _load(AutoencoderKL, entry.name, entry.source, "VAE", settings, placement, local_only)
+    return _load(AutoencoderKL, entry.name, entry.source, "VAE", settings, placement, local_only, entry.variant)
 
 
 def load_controlnet(entry: ExtraEntry, settings: Settings, placement: Placement, local_only: bool = False) -> Any:
     from diffusers import ControlNetModel
 
-    return _load(ControlNetModel, entry.name, entry.source, "ControlNet", settings, placement, local_only)
+    return _load(
+        ControlNetModel, entry.name, entry.source, "ControlNet", settings, placement, local_only, entry.variant
+    )
 
 
-def load_refiner(settings: Settings, placement: Placement, base: Any) -> Any:
-    """The refiner borrows the base's second text encoder and VAE: the same objects, no second copy."""
+def load_refiner(entry: ExtraEntry, settings: Settings, placement: Placement, base: Any) -> Any:
+    """The refiner borrows the base's second text encoder and VAE: the same objects, no second copy.
+
+    Local files only, always: a request loads it, and a request must never make the GPU owner fetch gigabytes
+    while the queue waits. Its files were made local at startup (fetch.resolve_refiner)."""
     from diffusers import StableDiffusionXLImg2ImgPipeline
 
-    source = "tiny:refiner" if settings.refiner == TINY else settings.refiner
     return _load(
         StableDiffusionXLImg2ImgPipeline,
-        settings.refiner,
-        source,
+        entry.name,
+        entry.source,
         "refiner",
         settings,
         placement,
+        local_only=True,
+        variant=entry.variant,
+        local_hint=REFINER_HINT,
         add_watermarker=False,
         text_encoder_2=base.text_encoder_2,
         vae=base.vae,

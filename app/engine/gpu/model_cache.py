@@ -106,14 +106,8 @@ class PipelineCache:
         return slot
 
     def refuse_if_failed(self, name: str) -> None:
-        """A model that failed to load is not tried again for FAILED_LOAD_TTL_S: every attempt would hold the GPU
-        owner (a hub timeout, a corrupt file) while queued jobs wait. Callable from the event loop."""
-        failed = self.slots[name].failed
-        if failed is None:
-            return
-        left = FAILED_LOAD_TTL_S - (time.monotonic() - failed[0])
-        if left > 0:
-            raise ModelLoadError(f"{failed[1]} (not retried for {left:.0f} s)", retry_after=left)
+        """Callable from the event loop: see `refuse_if_recent`."""
+        refuse_if_recent(self.slots[name].failed)
 
     def evict(self, name: str) -> None:
         """Take a model off the device to make room for a call (never the pinned default)."""
@@ -177,6 +171,16 @@ class PipelineCache:
 
     def loaded(self) -> list[tuple[str, Any]]:
         return [(n, s.pipe) for n, s in self.slots.items() if s.pipe is not None]
+
+
+def refuse_if_recent(failed: tuple[float, str] | None) -> None:
+    """A load that failed (at `failed`: monotonic time, message) is not tried again for FAILED_LOAD_TTL_S: every
+    attempt would hold the GPU owner (a hub timeout, a corrupt file) while queued jobs wait."""
+    if failed is None:
+        return
+    left = FAILED_LOAD_TTL_S - (time.monotonic() - failed[0])
+    if left > 0:
+        raise ModelLoadError(f"{failed[1]} (not retried for {left:.0f} s)", retry_after=left)
 
 
 def pipeline_bytes(*pipes: Any) -> int:

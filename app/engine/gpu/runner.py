@@ -15,7 +15,7 @@ from typing import Any, cast
 from PIL import Image
 
 from app.config import Settings
-from app.engine.gpu import loader, memory, pipelines, residency
+from app.engine.gpu import fetch, loader, memory, pipelines, residency
 from app.engine.gpu.adapters import apply_loras
 from app.engine.gpu.components import Components
 from app.engine.gpu.memory import Call, Memory
@@ -105,15 +105,21 @@ class Runner:
     def default_pipeline(self) -> Any:
         return self.cache.slots[self.registry.default].pipe
 
+    def resolve_refiner(self) -> None:
+        """At startup, after the default model: the refiner's files onto this machine, not into memory."""
+        fetch.resolve_refiner(self.registry.refiner, self.settings, self.placement.dtype_name)
+
     def load_refiner(self) -> Any:
         """The refiner borrows the default model's text_encoder_2 and VAE (the same objects)."""
         if self.refiner is None:
             started = time.perf_counter()
             fp = self._footprint(self.registry.default)
             self._make_room(fp.refiner_unet_params * self.memory.dtype_bytes, keep=set(), uses_refiner=True)
-            self.refiner = loader.load_refiner(self.settings, self.placement, self.default_pipeline)
+            self.refiner = loader.load_refiner(
+                self.registry.refiner, self.settings, self.placement, self.default_pipeline
+            )
             self._refiner_bytes = modules_bytes(self.refiner.unet)
-            self._on_model(self.settings.refiner, "refiner", "disk", "device", time.perf_counter() - started)
+            self._on_model(self.registry.refiner.name, "refiner", "disk", "device", time.perf_counter() - started)
         return self.refiner
 
     # --- running -------------------------------------------------------------------------------------

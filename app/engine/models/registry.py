@@ -15,12 +15,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from app.config import SDXL_BASE, TINY, TINY_B, Settings
+from app.config import SDXL_BASE, SDXL_REFINER, TINY, TINY_B, Settings
 from app.errors import InvalidRequest
 
 SDXL = "sdxl"
 TINY_FAMILY = "tiny"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9._-]+")  # "org/name"; anything else is a directory
+FP16 = "fp16"  # the variant of the SDXL repos' half-precision files (`*.fp16.safetensors`)
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class ModelEntry:
     description: str = ""
     defaults: Defaults = SDXL_DEFAULTS
     vae: str | None = None  # a VAE entry swapped in at load time (e.g. the fp16-safe VAE)
+    variant: str | None = None  # weights variant the source publishes (loader.variant_for decides when it is used)
 
 
 @dataclass(frozen=True)
@@ -55,15 +58,17 @@ class ExtraEntry:
     source: str
     family: str | None = SDXL  # None: any model (LoRA files; a misfit is reported when it is loaded)
     weight_name: str | None = None  # LoRA: the file inside `source`
+    variant: str | None = None  # as ModelEntry.variant
 
 
 BUILTIN_MODELS = (
-    ModelEntry("sdxl-base", SDXL_BASE, description="Stable Diffusion XL 1.0 base"),
+    ModelEntry("sdxl-base", SDXL_BASE, description="Stable Diffusion XL 1.0 base", variant=FP16),
     ModelEntry(
         "sdxl-turbo",
         "stabilityai/sdxl-turbo",
         description="SDXL-Turbo: 1-4 steps without guidance, 512x512",
         defaults=Defaults(size=512, steps=1, guidance=0.0, refine_steps=30, scheduler="euler_a", max_steps=4),
+        variant=FP16,
     ),
     ModelEntry(
         "sdxl-anime",
@@ -80,13 +85,14 @@ BUILTIN_MODELS = (
     ModelEntry(TINY, "tiny:base", TINY_FAMILY, "built-in offline model: random weights, noise pictures", TINY_DEFAULTS),
     ModelEntry(TINY_B, "tiny:base-b", TINY_FAMILY, "a second built-in offline model, other weights", TINY_DEFAULTS),
 )
+# The Animagine repos and the fp16-fix VAE publish no variant files (the VAE's regular files are fp16-safe).
 BUILTIN_VAES = (
     ExtraEntry("sdxl-vae-fp16-fix", "madebyollin/sdxl-vae-fp16-fix"),
     ExtraEntry("tiny-vae-b", "tiny:vae-b", TINY_FAMILY),
 )
 BUILTIN_CONTROLNETS = (
-    ExtraEntry("canny-sdxl", "diffusers/controlnet-canny-sdxl-1.0"),
-    ExtraEntry("depth-sdxl", "diffusers/controlnet-depth-sdxl-1.0"),
+    ExtraEntry("canny-sdxl", "diffusers/controlnet-canny-sdxl-1.0", variant=FP16),
+    ExtraEntry("depth-sdxl", "diffusers/controlnet-depth-sdxl-1.0", variant=FP16),
     ExtraEntry("tiny-controlnet", "tiny:controlnet", TINY_FAMILY),
 )
 BUILTIN_LORAS = (ExtraEntry("tiny-lora", "tiny:loras", TINY_FAMILY, weight_name="tiny-lora.safetensors"),)
@@ -100,9 +106,11 @@ class Registry:
         controlnets: dict[str, ExtraEntry],
         loras: dict[str, ExtraEntry],
         default: str,
+        refiner: ExtraEntry,
     ):
         self.models, self.vaes, self.controlnets, self.loras = models, vaes, controlnets, loras
         self.default = default
+        self.refiner = refiner  # a setting, not something a request names: never in the lookups below
 
     # --- lookups that answer 422 naming the choices ------------------------------------------------
     def model(self, name: str | None, field_name: str = "model") -> ModelEntry:
@@ -150,7 +158,15 @@ def build_registry(settings: Settings) -> Registry:
         loras.update(_scan_loras(settings.lora_dir))
     default = _default_model(settings.model, models)
     _check_references(models, vaes)
-    return Registry(models, vaes, controlnets, loras, default)
+    return Registry(models, vaes, controlnets, loras, default, refiner_entry(settings))
+
+
+def refiner_entry(settings: Settings) -> ExtraEntry:
+    """SDXL_REFINER_MODEL as an entry: the SDXL refiner publishes fp16 files; another hub id or a directory is
+    not assumed to (SDXL_VARIANT can force one)."""
+    if settings.refiner == TINY:
+        return ExtraEntry(TINY, "tiny:refiner", TINY_FAMILY)
+    return ExtraEntry(settings.refiner, settings.refiner, variant=FP16 if settings.refiner == SDXL_REFINER else None)
 
 
 def _check_references(models: dict[str, ModelEntry], vaes: dict[str, ExtraEntry]) -> None:
@@ -177,7 +193,7 @@ def _default_model(value: str, models: dict[str, ModelEntry]) -> str:
         if entry.source == value:
             return entry.name
     # A hub id ("org/name") is its own name; a directory is named "default", since requests may not carry paths.
-    name = value if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9._-]+", value) else "default"
+    name = value if HUB_ID.fullmatch(value) else "default"
     models[name] = ModelEntry(name, value, description="SDXL_MODEL")
     return name
 
@@ -189,8 +205,11 @@ def _read_models_file(
 
     {"models": {"my-model": {"source": "org/repo or /dir", "description": "...", "vae": "sdxl-vae-fp16-fix",
                              "size": 1024, "steps": 30, "guidance": 5.0, "scheduler": "dpmpp_2m_karras",
-                             "max_steps": 50, "family": "sdxl"}},
-     "vaes": {"name": {"source": "..."}}, "controlnets": {"name": {"source": "..."}}}
+                             "max_steps": 50, "family": "sdxl", "variant": "fp16"}},
+     "vaes": {"name": {"source": "...", "variant": "fp16"}}, "controlnets": {"name": {"source": "..."}}}
+
+    `variant` names the source's variant files (`*.fp16.safetensors`), used in half precision; omitted: a
+    built-in's own, else none. `"none"` (TOML has no null) or null: none.
     """
     text = path.read_text(encoding="utf-8")
     data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
@@ -206,6 +225,7 @@ def _read_models_file(
             family=family,
             description=str(spec.pop("description", base.description if base else "")),
             vae=spec.pop("vae", base.vae if base else None),
+            variant=_variant(path, name, spec.pop("variant", base.variant if base else None)),
             defaults=replace(
                 defaults,
                 size=int(spec.pop("size", defaults.size)),
@@ -222,7 +242,8 @@ def _read_models_file(
     for section, target in (("vaes", vaes), ("controlnets", cns)):
         for name, spec in _entries(path, data, section):
             family = _family(path, name, spec.pop("family", SDXL))
-            target[name] = ExtraEntry(name, _source(path, name, spec.pop("source", None)), family)
+            source = _source(path, name, spec.pop("source", None))
+            target[name] = ExtraEntry(name, source, family, variant=_variant(path, name, spec.pop("variant", None)))
             if spec:
                 raise ValueError(f"{path}: {section} entry {name!r} has unknown keys {sorted(spec)}")
 
@@ -254,6 +275,14 @@ def _source(path: Path, name: str, source: Any) -> str:
     if not isinstance(source, str) or not source.strip():
         raise ValueError(f"{path}: entry {name!r} needs a 'source' (a hub id or a directory)")
     return source.strip()
+
+
+def _variant(path: Path, name: str, variant: Any) -> str | None:
+    if variant is None or variant == "none":
+        return None
+    if not isinstance(variant, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", variant):
+        raise ValueError(f"{path}: entry {name!r}: variant must be a name such as 'fp16', or 'none'")
+    return variant
 
 
 def _family(path: Path, name: str, family: Any) -> str:

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from app.engine.gpu import loader
+from app.engine.gpu import model_cache as pipeline_cache
 from app.engine.images.metadata import read_provenance
 from tests.conftest import start_server, tiny_settings
 from tests.helpers import assert_error, decode, pixels
@@ -62,23 +63,30 @@ async def test_refiner_loads_once_under_concurrent_first_calls_and_shares_module
     assert refiner.unet is not base.unet
 
 
-def test_failed_refiner_load_releases_the_lock_and_next_call_retries(
-    fresh_server,
-    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+async def test_a_failed_refiner_load_is_not_retried_within_the_ttl(  # type: ignore[no-untyped-def]
+    fresh_server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Three requests, one load attempt: the others are refused at once, with Retry-After, until the TTL ends."""
     real = loader.load_refiner
     attempts = []
 
     def flaky(*args, **kwargs):  # type: ignore[no-untyped-def]
-        attempts.append(1)
-        if len(attempts) == 1:  # fault injection: the first load fails as a missing download would
-            raise loader.ModelLoadError("could not load the refiner model 'tiny' (injected)")
+        attempts.append(kwargs)
+        if len(attempts) == 1:  # fault injection: the first load fails as a corrupt file would
+            raise loader.ModelLoadError("could not load the refiner 'tiny' (injected)")
         return real(*args, **kwargs)
 
     monkeypatch.setattr(loader, "load_refiner", flaky)
-    with fresh_server.client() as c:
-        image_id = c.post("/generate", json={"prompt": "x", "seed": 1}).json()["id"]
-        assert_error(c.post("/refine", json={"id": image_id, "prompt": "y"}), 503, "model_load_failed")
-        assert c.get("/ready").status_code == 200  # a failed refiner load does not take the service down
-        assert c.post("/refine", json={"id": image_id, "prompt": "y"}).status_code == 200
+    async with httpx.AsyncClient(base_url=fresh_server.url, timeout=120) as c:
+        image_id = (await c.post("/generate", json={"prompt": "x", "seed": 1})).json()["id"]
+        first = await asyncio.gather(*[c.post("/refine", json={"id": image_id, "prompt": "y"}) for _ in range(2)])
+        later = await c.post("/refine", json={"id": image_id, "prompt": "y"})
+        for r in [*first, later]:
+            assert "refiner 'tiny'" in assert_error(r, 503, "model_load_failed")["message"]
+            assert int(r.headers["Retry-After"]) >= 1
+        assert "(not retried for" in later.json()["error"]["message"] and int(later.headers["Retry-After"]) > 50
+        assert len(attempts) == 1 and fresh_server.service.refiner_loads == 1
+        assert (await c.get("/ready")).status_code == 200  # a failed refiner load does not take the service down
+        monkeypatch.setattr(pipeline_cache, "FAILED_LOAD_TTL_S", 0.0)  # the TTL is over
+        assert (await c.post("/refine", json={"id": image_id, "prompt": "y"})).status_code == 200
     assert len(attempts) == 2 and fresh_server.service.refiner_loads == 2

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from app.config import Settings
+from app.config import SDXL_BASE, SDXL_REFINER, Settings
 from app.engine.models.registry import TINY_DEFAULTS, build_registry
 from app.errors import InvalidRequest
 
@@ -81,6 +81,10 @@ def test_models_file_json_and_toml(tmp_path: Path) -> None:
         {"models": {"x": {"source": "a", "max_steps": "4"}}},
         {"models": {"x": {"source": "a", "vae": "nope"}}},
         {"models": {"x": {"source": "a", "vae": "tiny-vae-b"}}},  # another family's VAE
+        {"models": {"x": {"source": "a", "variant": "../fp16"}}},  # part of a file name: a name, never a path
+        {"models": {"x": {"source": "a", "variant": 16}}},
+        {"models": {"x": {"source": "a", "variants": "fp16"}}},  # unknown keys are still refused
+        {"vaes": {"v": {"source": "org/vae", "varient": "fp16"}}},
     ],
 )
 def test_malformed_models_files_are_refused(tmp_path: Path, spec: object) -> None:
@@ -88,6 +92,59 @@ def test_malformed_models_files_are_refused(tmp_path: Path, spec: object) -> Non
     path.write_text(json.dumps(spec))
     with pytest.raises(ValueError):
         build_registry(_settings(tmp_path, models_file=path))
+
+
+def test_builtin_variants_match_the_hub_repos(tmp_path: Path) -> None:
+    """fp16 files where the repos publish them; none for the fp16-fix VAE, Animagine and the tiny models."""
+    registry = build_registry(Settings(model="sdxl-base"))
+    variants = {name: entry.variant for name, entry in registry.models.items()}
+    assert variants == {
+        "sdxl-base": "fp16",
+        "sdxl-turbo": "fp16",
+        "sdxl-anime": None,
+        "sdxl-anime-legacy": None,
+        "tiny": None,
+        "tiny-b": None,
+    }
+    assert {n: e.variant for n, e in registry.vaes.items()} == {"sdxl-vae-fp16-fix": None, "tiny-vae-b": None}
+    assert {n: e.variant for n, e in registry.controlnets.items()} == {
+        "canny-sdxl": "fp16",
+        "depth-sdxl": "fp16",
+        "tiny-controlnet": None,
+    }
+    # A setting, not an entry a request names: the SDXL refiner has fp16 files; others are not assumed to.
+    assert (registry.refiner.source, registry.refiner.variant) == (SDXL_REFINER, "fp16")
+    assert "refiner" not in registry.models and SDXL_REFINER not in registry.models
+    tiny = build_registry(_settings(tmp_path)).refiner
+    assert (tiny.name, tiny.source, tiny.variant) == ("tiny", "tiny:refiner", None)
+    other = build_registry(Settings(model="sdxl-base", refiner_model="/models/my-refiner")).refiner
+    assert (other.source, other.variant) == ("/models/my-refiner", None)
+
+
+def test_models_file_variant_key(tmp_path: Path) -> None:
+    spec = {
+        "models": {
+            "mine": {"source": "org/mine", "variant": "fp16"},
+            "plain": {"source": "/models/plain"},
+            "sdxl-base": {"variant": "none"},  # a built-in without its variant (e.g. a mirror with fp32 files only)
+            "sdxl-turbo": {"description": "only the description"},  # keeps its own variant
+        },
+        "vaes": {"my-vae": {"source": "org/vae", "variant": "fp16"}},
+        "controlnets": {"pose": {"source": "org/pose", "variant": None}},
+    }
+    (tmp_path / "m.json").write_text(json.dumps(spec))
+    (tmp_path / "m.toml").write_text(
+        '[models.mine]\nsource = "org/mine"\nvariant = "fp16"\n[models.plain]\nsource = "/models/plain"\n'
+        '[models.sdxl-base]\nvariant = "none"\n[models.sdxl-turbo]\ndescription = "only the description"\n'
+        '[vaes.my-vae]\nsource = "org/vae"\nvariant = "fp16"\n[controlnets.pose]\nsource = "org/pose"\n'
+    )
+    for name in ("m.json", "m.toml"):
+        registry = build_registry(_settings(tmp_path, models_file=tmp_path / name))
+        models = registry.models
+        assert (models["mine"].variant, models["plain"].variant) == ("fp16", None)
+        assert (models["sdxl-base"].variant, models["sdxl-turbo"].variant) == (None, "fp16")
+        assert models["sdxl-base"].source == SDXL_BASE
+        assert registry.vaes["my-vae"].variant == "fp16" and registry.controlnets["pose"].variant is None
 
 
 def test_lora_dir_names_files_by_stem_only(tmp_path: Path) -> None:
