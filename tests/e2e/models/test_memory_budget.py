@@ -74,7 +74,11 @@ def test_a_size_no_call_can_hold_is_refused_at_once_naming_what_fits(card: LiveS
 
 def test_a_decode_that_would_not_fit_whole_is_tiled(card: LiveServer, c: httpx.Client) -> None:
     vae = card.service.runner.default_pipeline.vae
-    r = c.post("/generate", json={"prompt": "x", "width": 512, "height": 512, **FAST})
+    mem, tiny = card.service.memory, memory.FOOTPRINTS["tiny"]
+    call = memory.Call(384, 384, 1, True, mem.dtype_bytes, False)
+    room = mem.budget - mem.base_bytes
+    assert memory.decode_bytes(tiny, call, memory.Decode(sliced=False, tiled=False)) > room  # whole: no room
+    r = c.post("/generate", json={"prompt": "x", "width": 384, "height": 384, **FAST})
     assert r.status_code == 200, r.text
     assert vae.use_tiling and vae.tile_sample_min_size == memory.FOOTPRINTS["tiny"].tile
     r = c.post("/generate", json={"prompt": "x", "width": 256, "height": 256, **FAST})
@@ -86,11 +90,11 @@ def test_batches_never_hold_more_than_fit(card: LiveServer, c: httpx.Client) -> 
     runner = card.service.runner
     fp = memory.FOOTPRINTS["tiny"]
     mem = card.service.memory
-    call = memory.Call(448, 448, 1, True, mem.dtype_bytes, False)
+    call = memory.Call(320, 320, 1, True, mem.dtype_bytes, False)
     cap = memory.most_images(fp, call, mem.budget - mem.base_bytes, 8)
-    assert 1 <= cap < 4, cap  # the declared card holds fewer than four 448x448 images per call
+    assert 1 <= cap < 4, cap  # the declared card holds fewer than four 320x320 images per call
     before = _batch_sizes(c)
-    r = c.post("/generate", json={"prompt": "x", "width": 448, "height": 448, "num_images": 4, **FAST})
+    r = c.post("/generate", json={"prompt": "x", "width": 320, "height": 320, "num_images": 4, **FAST})
     assert r.status_code == 200, r.text
     assert len(r.json()["images"]) == 4
     after = _batch_sizes(c)
