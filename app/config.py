@@ -136,7 +136,7 @@ class Settings(BaseSettings):
     job_ttl_s: float = Field(3600.0, ge=0, description="How long finished jobs stay readable at /jobs/{id}.")
     shutdown_grace_s: float = Field(30.0, ge=0, le=600, description="How long SIGTERM waits for the running job.")
     max_consecutive_failures: int = Field(
-        3, ge=1, description="Failed pipeline calls in a row before /ready turns 503."
+        3, ge=1, description="Failed pipeline calls in a row (out of memory excepted) before /ready turns 503."
     )
 
     # --- storage ------------------------------------------------------------------------------

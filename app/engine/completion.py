@@ -31,7 +31,10 @@ logger = logging.getLogger(__name__)
 Finish = Callable[[Job, JobStatus, JobFailure | None], None]
 # A request's own mistake (a LoRA that does not fit) or an optional model that will not load says nothing about
 # this replica's health: only other pipeline failures count towards /ready.
-_NOT_THE_REPLICAS_FAULT = ("invalid_request", "model_load_failed")
+# Failures that say nothing about this replica's health, so they never count towards /ready's limit. An
+# out-of-memory error is the request's size meeting the card: dtypes are restored and memory freed after it, and
+# counting it would let three large requests take a replica out of a load balancer for good.
+_NOT_THE_REPLICAS_FAULT = ("invalid_request", "model_load_failed", "out_of_memory")
 
 
 def classify(exc: BaseException) -> tuple[JobStatus, JobFailure]:
@@ -101,11 +104,12 @@ class Completion:
 
     def failed(self, batch: Batch, exc: BaseException) -> None:
         status, error = classify(exc)
-        if status is JobStatus.FAILED and error.type not in _NOT_THE_REPLICAS_FAULT:
+        if error.type == "out_of_memory":
+            logger.warning("pipeline call ran out of device memory; memory freed: %s", exc)
+            self._free_memory()
+        elif status is JobStatus.FAILED and error.type not in _NOT_THE_REPLICAS_FAULT:
             self.failures_in_a_row += 1
             logger.warning("pipeline call failed (%s in a row): %s: %s", self.failures_in_a_row, error.type, exc)
-            if error.type == "out_of_memory":
-                self._free_memory()
         for job in batch.jobs:
             self._finish(job, status, error)
 
