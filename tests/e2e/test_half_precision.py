@@ -75,6 +75,11 @@ def test_every_kind_of_call_keeps_the_shared_modules_in_their_dtype(half: Any) -
             ("/generate", {"controlnet": {"name": "tiny-controlnet", "image": control}}),
             ("/refine", {"id": image_id, "strength": 0.5, "num_inference_steps": 2}),
             ("/generate", {"refine": {"mode": "ensemble", "high_noise_frac": 0.5}, "num_inference_steps": 4}),
+            # The per-request options, and a switch to another model and back.
+            ("/generate", {"scheduler": "euler_a"}),
+            ("/generate", {"vae": "tiny-vae-b"}),
+            ("/generate", {"model": "tiny-b"}),
+            ("/generate", {}),
         ]
         for route, fields in calls:
             body = {"prompt": "a red barn", **STEPS, **fields}
@@ -86,6 +91,16 @@ def test_every_kind_of_call_keeps_the_shared_modules_in_their_dtype(half: Any) -
             assert not wrong, f"after {route}: {wrong} (expected {dtype})"
         assert _model_bytes(client) == before, "the base pipeline grew: a shared module was cast to float32"
         assert live.service.runner.refiner.vae is live.service.runner.default_pipeline.vae
+        other = live.service.runner.cache.slots["tiny-b"].pipe
+        assert {m.dtype for m in (other.unet, other.vae, other.text_encoder, other.text_encoder_2)} == {dtype}
+        vaes = dict(live.service.runner.vaes.loaded())
+        assert vaes["tiny-vae-b"].dtype == dtype
+        # A LoRA adds adapter weights in the server's dtype, and the budget counts them.
+        lora = client.post("/generate", json={"prompt": "x", **STEPS, "loras": [{"name": "tiny-lora", "scale": 0.8}]})
+        assert lora.status_code == 200, lora.text
+        wrong = {name: m.dtype for name, m in _shared_modules(live).items() if m.dtype != dtype}
+        assert not wrong, f"after a LoRA: {wrong} (expected {dtype})"
+        assert _model_bytes(client) > before
 
 
 def test_a_fault_inside_an_upcast_vae_decode_leaves_the_vae_in_fp16(half: Any, monkeypatch: pytest.MonkeyPatch) -> None:
