@@ -22,7 +22,7 @@ from app.engine.gpu.scheduler import Batch, Interrupted
 from app.engine.images import output
 from app.engine.jobs.job import ImageRecord, Job, JobFailure, JobStatus
 from app.engine.metrics import Metrics
-from app.errors import ServiceError
+from app.errors import ServiceError, is_out_of_memory
 from app.events.base import EventSink
 from app.storage.base import ImageStore
 
@@ -41,11 +41,11 @@ def classify(exc: BaseException) -> tuple[JobStatus, JobFailure]:
     """The one place that decides what a pipeline or storage failure means for a job."""
     if isinstance(exc, Interrupted):
         return JobStatus.CANCELLED, JobFailure("cancelled", "cancelled while running")
-    if type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower():
-        return JobStatus.FAILED, JobFailure("out_of_memory", "the GPU ran out of memory; retry or ask for less")
-    if isinstance(exc, ServiceError):
+    if isinstance(exc, ServiceError):  # first: a load that ran out of memory keeps its own message and hint
         # Without its retry_after: a job that failed is retried as a whole, after the API's default wait.
         return JobStatus.FAILED, JobFailure(exc.type, exc.message)
+    if is_out_of_memory(exc):
+        return JobStatus.FAILED, JobFailure("out_of_memory", "the GPU ran out of memory; retry or ask for less")
     return JobStatus.FAILED, JobFailure("generation_failed", f"the pipeline failed ({type(exc).__name__})")
 
 

@@ -171,27 +171,38 @@ class ImageService:
             self.state = State.READY
 
     async def _warm_up(self) -> None:
-        """gpu/warmup.py: a generate, an img2img and (if the refiner loads) a refine at the default size."""
-        assert self.registry is not None and self.runner is not None
-        d = self.registry.model(None).defaults
-        first = params.generate_params(
-            self.settings,
-            GenerateRequest.model_validate({"prompt": "warm-up", "num_inference_steps": 2, "seed": 0}),
-            self.registry,
-        )[0]
-        picture = Image.new("RGB", (first.width, first.height), "gray")
-        edit = dataclasses.replace(first, kind="img2img", image=picture, strength=0.5)
-        calls: list[list[GenerateParams] | list[RefineParams]] = [[first], [edit]]
+        """gpu/warmup.py: a refine (if the refiner loads), an img2img and a generate at the default size, each only
+        if admission says it fits. Never fatal: a warm-up that fails is logged, and requests meet the same checks."""
+        assert self.registry is not None and self.runner is not None and self.memory is not None
         try:
-            await self.refiner()
-            calls.append([RefineParams("warm-up", None, 0.5, 2, d.guidance, 6.0, 2.5, 0, picture)])
-        except ServiceError as exc:
-            logger.warning("warm-up without refine: %s", exc.message)
+            first = params.generate_params(
+                self.settings,
+                GenerateRequest.model_validate({"prompt": "warm-up", "num_inference_steps": 2, "seed": 0}),
+                self.registry,
+            )[0]
+        except ServiceError as exc:  # e.g. a default model whose max_steps is 1
+            logger.warning("no warm-up: %s", exc.message)
+            return
+        picture = Image.new("RGB", (first.width, first.height), "gray")
+        d = self.registry.model(None).defaults
+        refine = RefineParams("warm-up", None, 0.5, 2, d.guidance, 6.0, 2.5, 0, picture)
+        edit = dataclasses.replace(first, kind="img2img", image=picture, strength=0.5)
+        # The generate last, so that in swap mode the base's UNet is on the device for the first request.
+        calls: list[list[GenerateParams] | list[RefineParams]] = []
+        for label, item in (("refine", refine), ("img2img", edit), ("generate", first)):
+            try:
+                admission.admit(self.memory, self.registry, item, 1)
+                if item is refine:
+                    await self.refiner()
+            except ServiceError as exc:
+                logger.warning("warm-up without %s: %s", label, exc.message)
+                continue
+            calls.append([refine] if isinstance(item, RefineParams) else [item])
         try:
             self.warmup = (await self.scheduler.call(warmup.warm_up, self.runner, calls)).value
-        except Exception as exc:  # a warm-up that fails is what the first request would have met
+        except Exception as exc:  # out of memory, a broken pipeline: what the first request would meet
             logger.debug("warm-up failed", exc_info=True)
-            self._fail(f"the startup warm-up failed: {first_line(exc)}")
+            logger.error("the startup warm-up failed: %s", first_line(exc))
 
     def _on_model(self, name: str, role: str, old: str, new: str, seconds: float | None) -> None:
         """From the owner thread: a model moved between disk, CPU memory and the device. Prometheus and the
@@ -282,9 +293,10 @@ class ImageService:
             items = params.generate_params(self.settings, req, registry)
         else:  # resizing the control image to the output size is not work for the event loop
             items = await asyncio.to_thread(params.generate_params, self.settings, req, registry, control)
+        job = self._job("generate", items)  # admission first: a request that cannot fit loads nothing
         if req.refine is not None:
             await self.refiner()
-        return self._enqueue(self._job("generate", items))
+        return self._enqueue(job)
 
     async def submit_edit(self, req: Img2ImgRequest) -> Job:
         """img2img, or inpaint when `req` is an InpaintRequest. Inputs are decoded off the event loop."""
@@ -319,10 +331,10 @@ class ImageService:
         parent_id = check_id(req.id)
         steps = params.check_refine_steps(self.settings, req, defaults)
         source = await self.inputs.stored(parent_id)
-        await self.refiner()
         item = params.refine_params(req, steps, defaults, source)
         assert self.memory is not None
-        admission.admit(self.memory, registry, item, 1)
+        admission.admit(self.memory, registry, item, 1)  # before the refiner loads: a refusal loads nothing
+        await self.refiner()
         job = Job(
             kind="refine",
             model=self.settings.refiner,

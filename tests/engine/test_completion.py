@@ -6,7 +6,7 @@ import torch
 
 from app.engine.completion import classify
 from app.engine.gpu.scheduler import Interrupted, QueueFull
-from app.engine.jobs.job import JobStatus
+from app.engine.jobs.job import JobFailure, JobStatus
 from app.errors import ModelLoadError, StorageFull
 
 
@@ -34,3 +34,11 @@ def test_anything_else_names_only_its_class() -> None:
     status, error = classify(ValueError("secret path /srv/models/x"))
     assert (status, error.type) == (JobStatus.FAILED, "generation_failed")
     assert "/srv" not in error.message and "ValueError" in error.message
+
+
+def test_out_of_memory_as_a_cause_and_a_load_that_ran_out_keeps_its_hint() -> None:
+    wrapped = RuntimeError("the VAE failed")
+    wrapped.__cause__ = torch.OutOfMemoryError("CUDA out of memory")
+    assert classify(wrapped)[1].type == "out_of_memory"
+    load = ModelLoadError("could not load the refiner (OutOfMemoryError); the device has no room for it")
+    assert classify(load)[1] == JobFailure("model_load_failed", load.message)

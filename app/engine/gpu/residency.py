@@ -62,14 +62,20 @@ class Parking:
 
     def park(self, name: str, unet: Any) -> None:
         if name not in self.parked:
-            unet.to("cpu")
+            unet.to("cpu")  # to the CPU cannot run out of device memory
             self.parked.add(name)
             free_memory()
             logger.debug("parked the %s UNet in CPU memory", name)
 
     def unpark(self, name: str, unet: Any) -> None:
         if name in self.parked:
-            unet.to(self.device)
+            try:
+                unet.to(self.device)
+            except BaseException:
+                # Out of device memory half-way: what reached the card goes back, so the accounting stays true.
+                unet.to("cpu")
+                free_memory()
+                raise
             self.parked.discard(name)
 
 

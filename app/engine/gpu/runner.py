@@ -114,7 +114,9 @@ class Runner:
         if self.refiner is None:
             started = time.perf_counter()
             fp = self._footprint(self.registry.default)
-            self._make_room(fp.refiner_unet_params * self.memory.dtype_bytes, keep=set(), uses_refiner=True)
+            # It loads beside the base; on a card where both do not fit (SWAP) the base's UNet is parked first.
+            need = fp.refiner_unet_params * self.memory.dtype_bytes
+            self._make_room(need, keep={self.registry.default}, uses_refiner=True, refine=True)
             self.refiner = loader.load_refiner(
                 self.registry.refiner, self.settings, self.placement, self.default_pipeline
             )
@@ -183,19 +185,26 @@ class Runner:
         ensemble = p.high_noise_frac is not None
         if ensemble and (self.refiner is None or entry.name != self.registry.default):
             raise InvalidRequest("ensemble refine needs the default model and its refiner", field="refine")
-        self._make_room(
-            self._incoming(entry, vae_entry, cn_entry) + self._activations(entry, p, len(batch)),
-            keep={entry.name, *(e.name for e in (vae_entry, cn_entry) if e is not None)},
-            uses_refiner=ensemble,
-        )
+        keep = {entry.name, *(e.name for e in (vae_entry, cn_entry) if e is not None)}
+        # SWAP: an ensemble's first half needs only the base's UNet; the refiner's comes in half-way through.
+        uses_refiner = ensemble and self.memory.mode == memory.RESIDENT
+        need = self._incoming(entry, vae_entry, cn_entry) + self._activations(entry, p, len(batch))
+        self._make_room(need, keep=keep, uses_refiner=uses_refiner)
         slot = self.cache.get(entry.name)
-        self.parking.unpark("base", self.default_pipeline.unet)
+        if entry.name == self.registry.default:
+            self.parking.unpark("base", self.default_pipeline.unet)
         loras = [
             (self.registry.lora(name, entry, f"loras[{i}].name"), scale)
             for i, (name, scale) in enumerate(p.setup.loras)
         ]
-        if apply_loras(slot.pipe, loras, self._resolve):
-            self.cache.resize(entry.name, pipeline_bytes(slot.pipe))
+        changed = False
+        try:
+            changed = apply_loras(slot.pipe, loras, self._resolve)
+        finally:  # a refused LoRA may have deleted adapters too
+            if loras or changed:
+                self.cache.resize(entry.name, pipeline_bytes(slot.pipe))
+        if changed:  # new adapter weights: what else must leave for the call to fit
+            self._make_room(self._activations(entry, p, len(batch)), keep=keep, uses_refiner=uses_refiner)
         pipe = self._pipeline_for(slot, p)
         overrides: dict[str, Any] = {}
         if p.setup.scheduler is not None:
@@ -257,7 +266,7 @@ class Runner:
             total += fp.vae_params * b
         if controlnet is not None and not self.controlnets.has(controlnet.name):
             total += fp.controlnet_params * b
-        if "base" in self.parking.parked:
+        if "base" in self.parking.parked and entry.name == self.registry.default:
             total += self._base_unet_bytes()
         return total
 

@@ -66,6 +66,15 @@ def admit(mem: Memory, registry: Registry, p: GenerateParams | RefineParams, lim
             else f"not even {MIN_SIDE}x{MIN_SIDE} fits beside them: use the default model, drop the VAE or "
             "ControlNet, or give the service a larger card (SDXL_GPU_MEMORY_GB, a smaller SDXL_DTYPE)"
         )
+        if isinstance(p, RefineParams):  # the stored image's size, not a field of the request
+            raise DoesNotFit(
+                f"refining the stored {call.width}x{call.height} image needs an estimated {memory.gib(need)} of "
+                f"device memory and this device has {memory.gib(mem.budget)}; refine an image of at most "
+                f"{side}x{side}"
+                if side
+                else "refining does not fit this device",
+                field="id",
+            )
         raise DoesNotFit(
             f"a {call.width}x{call.height} image needs an estimated {memory.gib(need)} of device memory and this "
             f"device has {memory.gib(mem.budget)}, {memory.gib(weights)} of it for the weights this call uses; "

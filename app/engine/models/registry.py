@@ -243,7 +243,11 @@ def _read_models_file(
         for name, spec in _entries(path, data, section):
             family = _family(path, name, spec.pop("family", SDXL))
             source = _source(path, name, spec.pop("source", None))
-            target[name] = ExtraEntry(name, source, family, variant=_variant(path, name, spec.pop("variant", None)))
+            built_in = target.get(name)  # an override keeps a built-in's variant unless it names one
+            variant = _variant(path, name, spec.pop("variant")) if "variant" in spec else None
+            if built_in is not None and "variant" not in data[section][name]:
+                variant = built_in.variant
+            target[name] = ExtraEntry(name, source, family, variant=variant)
             if spec:
                 raise ValueError(f"{path}: {section} entry {name!r} has unknown keys {sorted(spec)}")
 

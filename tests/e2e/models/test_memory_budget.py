@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -104,7 +105,10 @@ def test_batches_never_hold_more_than_fit(card: LiveServer, c: httpx.Client) -> 
     assert runner.resident_bytes() <= mem.budget
 
 
-def test_swap_mode_serves_refine_and_ensemble_with_the_unets_taking_turns(card: LiveServer, c: httpx.Client) -> None:
+def test_swap_mode_serves_refine_and_ensemble_with_the_unets_taking_turns(
+    card: LiveServer, c: httpx.Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="app.engine.gpu.residency")
     runner = card.service.runner
     first = c.post("/generate", json={"prompt": "x", **FAST})
     assert first.status_code == 200, first.text
@@ -122,6 +126,17 @@ def test_swap_mode_serves_refine_and_ensemble_with_the_unets_taking_turns(card: 
     )
     assert ensemble.status_code == 200, ensemble.text
     assert runner.parking.parked == {"base"}  # switched half-way through the call
+    # Right after a refine (the refiner's UNet on the device, the base's parked) an ensemble must park the refiner's
+    # for its first half, not run with both.
+    refined = c.post("/refine", json={"id": first.json()["id"], "prompt": "x", "seed": 1})
+    assert refined.status_code == 200, refined.text
+    ensemble = c.post(
+        "/generate",
+        json={"prompt": "x", "num_inference_steps": 4, "refine": {"mode": "ensemble", "high_noise_frac": 0.5}},
+    )
+    assert ensemble.status_code == 200, ensemble.text
+    over = [r.getMessage() for r in caplog.records if "may run out of memory" in r.getMessage()]
+    assert not over, over  # no call ever ran over the budget
 
 
 def test_a_second_model_that_cannot_fit_beside_the_pinned_default_is_refused(c: httpx.Client) -> None:
@@ -177,7 +192,7 @@ def test_startup_warm_up_runs_every_kind_of_call_and_reports_it(
     try:
         with live.client() as c:
             warm = c.get("/models").json()["memory"]["warmup"]
-            assert warm["calls"] == ["generate", "img2img", "refine"]
+            assert warm["calls"] == ["refine", "img2img", "generate"]  # the generate last: the base UNet stays put
             assert warm["seconds"] > 0 and warm["peak_bytes"] is None
             assert live.service.refiner_loads == 1  # the refine loaded it, once; requests find it there
             assert c.post("/generate", json={"prompt": "x", **FAST}).status_code == 200

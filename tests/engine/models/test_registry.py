@@ -49,6 +49,7 @@ def test_models_file_json_and_toml(tmp_path: Path) -> None:
         '[models.mine]\nsource = "/models/mine"\nsteps = 12\nguidance = 3.5\nscheduler = "ddim"\nvae = "my-vae"\n'
         '[models.sdxl-turbo]\ndescription = "overridden"\nmax_steps = 2\n'
         '[vaes.my-vae]\nsource = "org/vae"\n[controlnets.pose]\nsource = "org/pose"\n'
+        '[controlnets.canny-sdxl]\nsource = "/mirror/canny"\n'
     )
     for name in ("m.json", "m.toml"):
         registry = build_registry(_settings(tmp_path, models_file=tmp_path / name))
@@ -130,13 +131,17 @@ def test_models_file_variant_key(tmp_path: Path) -> None:
             "sdxl-turbo": {"description": "only the description"},  # keeps its own variant
         },
         "vaes": {"my-vae": {"source": "org/vae", "variant": "fp16"}},
-        "controlnets": {"pose": {"source": "org/pose", "variant": None}},
+        "controlnets": {
+            "pose": {"source": "org/pose", "variant": None},
+            "canny-sdxl": {"source": "/mirror/canny"},  # an override keeps the built-in's variant
+        },
     }
     (tmp_path / "m.json").write_text(json.dumps(spec))
     (tmp_path / "m.toml").write_text(
         '[models.mine]\nsource = "org/mine"\nvariant = "fp16"\n[models.plain]\nsource = "/models/plain"\n'
         '[models.sdxl-base]\nvariant = "none"\n[models.sdxl-turbo]\ndescription = "only the description"\n'
         '[vaes.my-vae]\nsource = "org/vae"\nvariant = "fp16"\n[controlnets.pose]\nsource = "org/pose"\n'
+        '[controlnets.canny-sdxl]\nsource = "/mirror/canny"\n'
     )
     for name in ("m.json", "m.toml"):
         registry = build_registry(_settings(tmp_path, models_file=tmp_path / name))
@@ -145,6 +150,8 @@ def test_models_file_variant_key(tmp_path: Path) -> None:
         assert (models["sdxl-base"].variant, models["sdxl-turbo"].variant) == (None, "fp16")
         assert models["sdxl-base"].source == SDXL_BASE
         assert registry.vaes["my-vae"].variant == "fp16" and registry.controlnets["pose"].variant is None
+        assert registry.controlnets["canny-sdxl"].variant == "fp16"
+        assert registry.controlnets["canny-sdxl"].source == "/mirror/canny"
 
 
 def test_lora_dir_names_files_by_stem_only(tmp_path: Path) -> None:
