@@ -242,6 +242,15 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _a_set_key_must_be_usable(self) -> Settings:
+        # Fail closed: a key that is set but holds no usable key (",", spaces) must not quietly turn auth off.
+        if self.generation_auth_key is not None and not self.api_keys:
+            raise ValueError(
+                "GENERATION_AUTH_KEY is set but holds no key (only commas or spaces); set a key or unset it"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _pair_models(self) -> Settings:
         tiny = self.model in TINY_MODELS
         if self.refiner_model is None:

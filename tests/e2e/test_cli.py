@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.conftest import free_port
 from tests.helpers import serve_env, wait_ready
@@ -79,6 +80,20 @@ def test_refuses_open_non_loopback_bind(model_cache: Path, tmp_path: Path) -> No
     )
     assert proc.returncode == 2
     assert "refusing to listen on 0.0.0.0 without GENERATION_AUTH_KEY" in proc.stderr
+
+
+@pytest.mark.parametrize("key", [",", " , ", ""])
+def test_a_set_key_that_holds_no_key_fails_closed(model_cache: Path, tmp_path: Path, key: str) -> None:
+    """GENERATION_AUTH_KEY="," once turned auth off while the log said no key was set: now it stops the start."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "app", "serve", "--port", str(free_port())],
+        env=serve_env(model_cache, tmp_path, SDXL_MODEL="tiny", GENERATION_AUTH_KEY=key),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "GENERATION_AUTH_KEY is set but holds no key" in proc.stderr
 
 
 def test_help_is_fast_and_does_not_import_torch() -> None:

@@ -13,6 +13,21 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 logger = logging.getLogger("app.requests")
 
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# Metrics labels come from fixed sets only: a made-up method must not add a series (nor a long one grow /metrics).
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\\]")
+MAX_LOGGED_PATH = 512
+
+
+def loggable(text: str) -> str:
+    """What a client sent, safe for a one-line log: control characters (CR, LF: forged lines) and backslashes
+    escaped, and bounded in length."""
+    escaped = _UNSAFE.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
+    return escaped if len(escaped) <= MAX_LOGGED_PATH else escaped[:MAX_LOGGED_PATH] + "..."
+
+
+def method_label(method: str) -> str:
+    return method if method in KNOWN_METHODS else "other"
 
 
 class RequestLogMiddleware:
@@ -48,8 +63,8 @@ class RequestLogMiddleware:
             logger.info(
                 "%s %s %s %d %.1fms %s",
                 request_id,
-                scope["method"],
-                scope["path"],
+                loggable(scope["method"]),
+                loggable(scope["path"]),
                 status,
                 (time.perf_counter() - started) * 1000,
                 extra,
@@ -62,4 +77,4 @@ def _observe(scope: Scope, status: int, seconds: float) -> None:
         return
     # The route's template, never the raw path: ids and junk paths must not explode label cardinality.
     route = getattr(scope.get("route"), "path", "unmatched")
-    service.observe_request(route, scope["method"], status, seconds)
+    service.observe_request(route, method_label(scope["method"]), status, seconds)
