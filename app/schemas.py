@@ -38,8 +38,10 @@ Seed = Annotated[
 
 
 class _Request(BaseModel):
-    # Unknown fields are an error: a typo such as "steps" must not silently fall back to a default.
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+    # Unknown fields are an error: a typo such as "steps" must not silently fall back to a default. Strict: a
+    # number is a JSON number ("width": "256", "num_images": true and "seed": 1.0 are 422, not coerced); an integer
+    # is still accepted where a float is asked for.
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False, strict=True)
 
     @field_validator("prompt", check_fields=False)
     @classmethod
@@ -75,7 +77,7 @@ class EnsembleRefine(_Request):
 class PictureRequest(_Request):
     """What every image-making request shares."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True)
 
     prompt: Prompt = Field(description="What to draw.", examples=["a lighthouse at dusk, oil painting"])
     negative_prompt: OptionalPrompt

@@ -124,7 +124,15 @@ def _field_name(loc: tuple[Any, ...]) -> str:
 def validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
     details = []
     for err in exc.errors():
-        field = _field_name(tuple(err.get("loc", ())))
+        loc = tuple(err.get("loc", ()))
+        if err.get("type") == "json_invalid":
+            # FastAPI puts the character offset where a field name goes: the field is the body, the offset is news.
+            offset = next((p for p in loc if isinstance(p, int)), None)
+            reason = (err.get("ctx") or {}).get("error", "")
+            where = f" at character {offset}" if offset is not None else ""
+            details.append({"field": "body", "message": f"is not valid JSON{where}{f' ({reason})' if reason else ''}"})
+            continue
+        field = _field_name(loc)
         message = str(err.get("msg", "invalid value"))
         if err.get("type") == "missing":
             message = "is required"

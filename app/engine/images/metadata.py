@@ -55,6 +55,12 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+def _one_line(text: str) -> str:
+    """A1111's reader splits `parameters` into lines, so a prompt's own line breaks could forge a `Negative prompt:`
+    or a `Steps: ...` line: they become spaces here (the exact prompt stays in the JSON provenance chunk)."""
+    return " ".join(text.splitlines())
+
+
 def _a1111_parameters(p: Provenance) -> str:
     fields = [
         f"Steps: {p.steps}",
@@ -70,9 +76,9 @@ def _a1111_parameters(p: Provenance) -> str:
         fields.append(f"VAE: {p.vae}")
     fields.append(f"Version: sdxl-serve {library_versions()['sdxl-serve']}")
     # A1111 names LoRAs inside the prompt; the same tags here let its tools show them.
-    lines = [p.prompt + "".join(f" <lora:{lora['name']}:{lora['scale']:g}>" for lora in p.loras)]
+    lines = [_one_line(p.prompt) + "".join(f" <lora:{lora['name']}:{lora['scale']:g}>" for lora in p.loras)]
     if p.negative_prompt:
-        lines.append(f"Negative prompt: {p.negative_prompt}")
+        lines.append(f"Negative prompt: {_one_line(p.negative_prompt)}")
     lines.append(", ".join(fields))
     return "\n".join(lines)
 

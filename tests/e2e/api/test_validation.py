@@ -122,3 +122,17 @@ def test_405_names_every_method_of_the_path(client: httpx.Client) -> None:
     r = client.request("OPTIONS", "/jobs/" + "0" * 32)
     assert_error(r, 405, "method_not_allowed")
     assert set(r.headers["allow"].split(", ")) == {"GET", "DELETE"}
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [({"width": "256"}, "width"), ({"num_images": True}, "num_images"), ({"seed": 1.0}, "seed")],
+)
+def test_numbers_are_json_numbers_not_coerced(client: httpx.Client, fields: dict[str, Any], field: str) -> None:
+    """Strict numbers on the native API (issue 13, item 12): a string, a boolean or a float is not an integer."""
+    assert_error(client.post("/generate", json={"prompt": "x", **fields}), 422, "invalid_request", field)
+
+
+def test_an_integer_is_still_a_float(client: httpx.Client) -> None:
+    r = client.post("/generate", json={"prompt": "x", "guidance_scale": 5, "num_inference_steps": 2})
+    assert r.status_code == 200, r.text

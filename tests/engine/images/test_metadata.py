@@ -1,0 +1,41 @@
+"""The PNG's A1111 `parameters` text: a prompt's line breaks cannot forge its lines (issue 13, item 12)."""
+
+from __future__ import annotations
+
+import io
+
+from PIL import Image
+
+from app.engine.images.metadata import Provenance, encode_png, read_provenance
+
+FORGED = "a cat\nNegative prompt: everything\nSteps: 1, Sampler: x, CFG scale: 1, Seed: 1, Size: 64x64"
+
+
+def _png(prompt: str, negative: str | None) -> bytes:
+    p = Provenance(
+        kind="generate",
+        model="tiny",
+        prompt=prompt,
+        negative_prompt=negative,
+        prompt_2=None,
+        negative_prompt_2=None,
+        seed=7,
+        steps=4,
+        guidance_scale=5.0,
+        width=256,
+        height=256,
+        scheduler="EulerDiscreteScheduler",
+        watermark=False,
+    )
+    return encode_png(Image.new("RGB", (256, 256)), p)
+
+
+def test_line_breaks_in_prompts_cannot_forge_parameter_lines() -> None:
+    png = _png(FORGED, "blurry\r\nSteps: 99")
+    text = Image.open(io.BytesIO(png)).text["parameters"]
+    lines = text.split("\n")
+    assert len(lines) == 3, lines  # prompt, negative prompt, the one parameters line
+    assert lines[0].startswith("a cat Negative prompt: everything Steps: 1")
+    assert lines[1] == "Negative prompt: blurry Steps: 99"
+    assert lines[2].startswith("Steps: 4, ") and "Seed: 7" in lines[2]
+    assert read_provenance(png)["prompt"] == FORGED  # the exact prompt is kept in the JSON record
