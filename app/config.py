@@ -203,6 +203,11 @@ class Settings(BaseSettings):
     allow_unauthenticated: bool = Field(
         False, description="Allow serving without GENERATION_AUTH_KEY on a non-loopback address."
     )
+    public_url: str | None = Field(
+        None,
+        description="The base URL clients reach this service at (e.g. https://sdxl.example.com), for the URLs of "
+        "OpenAI `response_format=url` answers. Unset: relative URLs (/download/<id>); never the Host header.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("model", "refiner_model")
@@ -240,6 +245,13 @@ class Settings(BaseSettings):
             # Half a key pair would silently mix with boto3's default chain; say so at startup instead.
             raise ValueError("set both SDXL_S3_ACCESS_KEY_ID and SDXL_S3_SECRET_ACCESS_KEY, or neither")
         return self
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        return check_webhook_url("SDXL_PUBLIC_URL", value).rstrip("/")
 
     @model_validator(mode="after")
     def _a_set_key_must_be_usable(self) -> Settings:

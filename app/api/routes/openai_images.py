@@ -71,7 +71,9 @@ async def create_images(body: OpenAIImageRequest, request: Request, service: Ser
     job = await service.wait(job, request.is_disconnected)
     request.state.timings = job.timings
     if body.response_format == "url":
-        data = [OpenAIImage(url=str(request.url_for("download", id=image.id))) for image in job.images]
+        # Never from the Host header, which the client controls: the configured public URL, else a relative one.
+        base = service.settings.public_url or request.scope.get("root_path", "")
+        data = [OpenAIImage(url=base + request.app.url_path_for("download", id=image.id)) for image in job.images]
     else:
         pngs = await asyncio.gather(*(service.png(image.id) for image in job.images))
         data = [OpenAIImage(b64_json=base64.b64encode(png).decode()) for png in pngs]

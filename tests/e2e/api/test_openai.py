@@ -47,8 +47,9 @@ def test_generate_b64_json(oai: openai.OpenAI) -> None:
 def test_generate_url_downloads_the_stored_png(oai: openai.OpenAI, secured: LiveServer) -> None:
     response = oai.images.generate(prompt="a blue circle", response_format="url", extra_body={"seed": 3})
     assert response.data and len(response.data) == 1
-    url = response.data[0].url
-    assert url is not None and url.startswith(f"{secured.url}/download/")
+    path = response.data[0].url
+    assert path is not None and path.startswith("/download/")  # relative: no SDXL_PUBLIC_URL, and never the Host
+    url = secured.url + path
     image_id = url.rsplit("/", 1)[1]
     with secured.client(headers={"Authorization": f"Bearer {KEY}"}) as c:
         from_url = httpx.get(url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
@@ -133,3 +134,21 @@ def test_model_picks_a_registry_model(oai: openai.OpenAI) -> None:
         oai.images.generate(model="dall-e-3", prompt="a hill")
     error = caught.value.response.json()["error"]
     assert error["param"] == "model" and "tiny-b" in error["message"]
+
+
+def test_urls_use_the_public_url_and_never_the_host_header(
+    model_cache: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    settings = tiny_settings(
+        model_cache, tmp_path_factory.mktemp("img"), generation_auth_key=KEY, public_url="https://sdxl.example.com/"
+    )
+    live = start_server(settings)
+    try:
+        with httpx.Client(base_url=live.url, timeout=60, headers={"Authorization": f"Bearer {KEY}"}) as c:
+            body = {"prompt": "x", "response_format": "url", "size": "256x256"}
+            r = c.post("/v1/images/generations", json=body, headers={"Host": "evil.example"})
+        assert r.status_code == 200, r.text
+        url = r.json()["data"][0]["url"]
+        assert url.startswith("https://sdxl.example.com/download/") and "evil" not in url
+    finally:
+        live.stop()
