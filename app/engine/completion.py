@@ -70,6 +70,8 @@ class Completion:
 
     def started(self, batch: Batch) -> None:
         now = time.time()
+        for item in batch.items:
+            item.job.in_call += 1
         self.metrics.batch_size.observe(len(batch.items))
         self.metrics.queue_depth.set(self._queue_depth())
         for job in batch.jobs:
@@ -89,6 +91,8 @@ class Completion:
 
     def done(self, batch: Batch, results: list[Rendered]) -> None:
         self.failures_in_a_row = 0
+        for item in batch.items:
+            item.job.in_call -= 1
         seconds = time.perf_counter() - batch.started
         self.metrics.inference.labels(batch.items[0].job.kind).observe(seconds)
         for job in batch.jobs:
@@ -103,6 +107,8 @@ class Completion:
                 self._spawn(self._store(job, item.index, result))
 
     def failed(self, batch: Batch, exc: BaseException) -> None:
+        for item in batch.items:
+            item.job.in_call -= 1
         status, error = classify(exc)
         if error.type == "out_of_memory":
             logger.warning("pipeline call ran out of device memory; memory freed: %s", exc)

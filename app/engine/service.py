@@ -404,7 +404,9 @@ class ImageService:
         if job.status.terminal:
             return job
         job.cancel_requested.set()
-        if self.scheduler.remove(job) and job.started is None:
+        if self.scheduler.remove(job) and job.in_call == 0:
+            # Nothing of it is running (never started, or cancelled between two of its batches): nobody else
+            # would end it, so it ends here. Images it already stored stay stored.
             self._finish(job, JobStatus.CANCELLED, JobFailure("cancelled", reason))
         # else: it is running; the owner stops at the next step (or drops its images) and finishes it.
         return job
