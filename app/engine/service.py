@@ -391,11 +391,12 @@ class ImageService:
 
     # --- waiting and cancelling ---------------------------------------------------------------------
     async def wait(self, job: Job, client_gone: Callable[[], Awaitable[bool]] | None = None) -> Job:
-        """Wait for a job to end. A caller that goes away while the job is still queued cancels it."""
+        """Wait for a job to end. A caller that goes away cancels it, queued or running (at the next denoising step):
+        nobody would ever learn the ids of the images it stored. Async jobs never get here, so they keep running."""
         while not job.status.terminal:
             await job.changed(timeout=0.25)
-            if job.status is JobStatus.QUEUED and client_gone is not None and await client_gone():
-                self.cancel(job, "the client disconnected while the job was queued")
+            if client_gone is not None and not job.cancel_requested.is_set() and await client_gone():
+                self.cancel(job, f"the client disconnected while the job was {job.status.value}")
         if job.status is not JobStatus.SUCCEEDED:
             raise JobFailed(job)
         return job

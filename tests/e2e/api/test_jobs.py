@@ -121,3 +121,21 @@ def test_sync_request_for_a_job_cancelled_elsewhere_gets_409(live: LiveServer) -
         c.delete(f"/jobs/{victim.id}")
         waiter.join(30)
     assert_error(result["r"], 409, "cancelled")
+
+
+def test_disconnected_sync_client_cancels_its_running_job(live: LiveServer) -> None:
+    """Its images would be stored as orphans nobody has the ids of (issue 13, item 7): it stops at the next step."""
+    stored_before = len(list((live.settings.image_dir).glob("**/*.png")))
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{live.url}/generate", json=SLOW, timeout=1.0)
+    deadline = time.monotonic() + 10
+    job = None
+    while time.monotonic() < deadline:
+        job = next(iter(live.service.jobs.kept()), None)
+        if job is not None and job.status.terminal:
+            break
+        time.sleep(0.05)
+    assert job is not None and job.status.value == "cancelled", job
+    assert job.started is not None  # it was running, not queued, when the client went
+    assert job.steps_done < job.total_steps  # stopped part-way
+    assert len(list(live.settings.image_dir.glob("**/*.png"))) == stored_before  # no orphan image
