@@ -116,6 +116,13 @@ class Settings(BaseSettings):
         description="Largest body of a request that carries images (/img2img, /inpaint, /generate with a "
         "ControlNet image); more: 413 before parsing.",
     )
+    max_work_mpx_steps: float = Field(
+        256.0,
+        gt=0,
+        description="Most work one request may ask for, in megapixel-steps: width x height x denoising steps run x "
+        "images / 10^6 (256: 1024x1024, 60 steps, 4 images; or 8 images at 30). A request over it holds the only "
+        "GPU worker for everyone else's queue timeout: 422.",
+    )
     min_upload_side: int = Field(64, ge=8, le=1024, description="Smallest width or height of an uploaded image.")
 
     # --- scheduling ----------------------------------------------------------------------------

@@ -314,6 +314,7 @@ class ImageService:
     def _job(self, kind: str, items: list[GenerateParams]) -> Job:
         first = items[0]
         assert self.runner is not None and self.registry is not None and self.memory is not None
+        params.check_work(self.settings, items)
         self.runner.cache.refuse_if_failed(first.setup.model)  # at once, not after a wait in the queue
         return Job(
             batch_cap=admission.admit(self.memory, self.registry, first, self.settings.max_batch),
@@ -332,6 +333,7 @@ class ImageService:
         steps = params.check_refine_steps(self.settings, req, defaults)
         source = await self.inputs.stored(parent_id)
         item = params.refine_params(req, steps, defaults, source)
+        params.check_work(self.settings, [item])
         assert self.memory is not None
         admission.admit(self.memory, registry, item, 1)  # before the refiner loads: a refusal loads nothing
         await self.refiner()

@@ -38,6 +38,26 @@ def check_size(settings: Settings, width: int, height: int) -> None:
         )
 
 
+def check_work(settings: Settings, items: list[GenerateParams] | list[RefineParams]) -> None:
+    """A compute budget per request: one request must not hold the only GPU worker for hours."""
+    first = items[0]
+    width, height = first.image.size if isinstance(first, RefineParams) else (first.width, first.height)
+    work = width * height * first.steps_run * len(items) / 1e6
+    limit = settings.max_work_mpx_steps
+    if work > limit:
+        images = "" if isinstance(first, RefineParams) else f" x {len(items)} images"
+        raise InvalidRequest(
+            f"width x height x denoising steps x images must be at most {limit:g} megapixel-steps "
+            f"(SDXL_MAX_WORK_MPX_STEPS), got {width}x{height} x {first.steps_run} steps{images} = {work:.0f}; "
+            "ask for fewer images, steps or pixels",
+            field="num_inference_steps",
+            details=[
+                {"field": name, "message": "together too much work"}
+                for name in ("width", "height", "num_inference_steps", "num_images")
+            ],
+        )
+
+
 def check_steps(settings: Settings, steps: int) -> int:
     if steps > settings.max_steps:
         raise InvalidRequest(

@@ -136,3 +136,10 @@ def test_numbers_are_json_numbers_not_coerced(client: httpx.Client, fields: dict
 def test_an_integer_is_still_a_float(client: httpx.Client) -> None:
     r = client.post("/generate", json={"prompt": "x", "guidance_scale": 5, "num_inference_steps": 2})
     assert r.status_code == 200, r.text
+
+
+def test_one_request_cannot_ask_for_hours_of_work(client: httpx.Client) -> None:
+    """2048², 100 steps, 8 images once held the only worker for hours (issue 13, item 9): 422 naming the rule."""
+    big = {"prompt": "x", "width": 2048, "height": 2048, "num_inference_steps": 100, "num_images": 8}
+    message = assert_error(client.post("/generate", json=big), 422, "invalid_request", "num_inference_steps")["message"]
+    assert "at most 256 megapixel-steps" in message and "2048x2048 x 100 steps x 8 images = 3355" in message
