@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,7 +44,14 @@ def _raw(live: LiveServer, request: bytes) -> bytes:
 def test_a_forged_line_in_the_path_stays_on_its_own_line(live: LiveServer, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="app.requests"):
         _raw(live, b"GET /health%0D%0AINFO%20app.requests%20forged HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    lines = [r.getMessage() for r in caplog.records if r.name == "app.requests"]
+        # The line is written after the response is sent: wait for it.
+        deadline = time.monotonic() + 10
+        lines: list[str] = []
+        while time.monotonic() < deadline:
+            lines = [r.getMessage() for r in caplog.records if r.name == "app.requests" and "forged" in r.getMessage()]
+            if lines:
+                break
+            time.sleep(0.02)
     assert lines and all("\n" not in line and "\r" not in line for line in lines), lines
 
 
