@@ -15,7 +15,7 @@ from typing import Any
 
 from app.engine.gpu import memory
 from app.engine.gpu.memory import Call, Footprint
-from app.engine.gpu.model_cache import free_memory, modules_bytes
+from app.engine.gpu.model_cache import free_memory
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +113,3 @@ def set_decode(vae: Any, fp: Footprint, decode: memory.Decode) -> None:
     if decode.tiled:
         vae.tile_sample_min_size = fp.tile
         vae.tile_latent_min_size = fp.tile // 8
-
-
-__all__ = ["Parking", "choose_mode", "make_room", "measure_budget", "modules_bytes", "set_decode"]

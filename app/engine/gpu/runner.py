@@ -21,6 +21,7 @@ from app.engine.gpu.components import Components
 from app.engine.gpu.memory import Call, Memory
 from app.engine.gpu.model_cache import PipelineCache, Slot, modules_bytes, pipeline_bytes
 from app.engine.gpu.pipelines import with_components
+from app.engine.jobs import admission
 from app.engine.jobs.items import GenerateParams, RefineParams
 from app.engine.models import samplers
 from app.engine.models.registry import ExtraEntry, ModelEntry, Registry
@@ -240,11 +241,8 @@ class Runner:
         return memory.FOOTPRINTS[self.registry.models[model].family]
 
     def _call(self, entry: ModelEntry, p: GenerateParams | RefineParams, images: int, vae: Any = None) -> Call:
-        width, height = p.image.size if isinstance(p, RefineParams) else (p.width, p.height)
-        refiner = isinstance(p, RefineParams) or p.high_noise_frac is not None
-        b = self.memory.dtype_bytes
-        upcast = self.memory.upcast_vae if vae is None else bool(getattr(vae.config, "force_upcast", False))
-        return Call(width, height, images, p.guidance > 1, b, upcast and b < 4, refiner)
+        upcast = None if vae is None else bool(getattr(vae.config, "force_upcast", False))
+        return admission.call_of(self.memory, p, images, upcast)
 
     def _activations(self, entry: ModelEntry, p: GenerateParams | RefineParams, images: int) -> int:
         fp, call = self._footprint(entry.name), self._call(entry, p, images)

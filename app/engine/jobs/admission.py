@@ -37,12 +37,13 @@ def resident(mem: Memory, registry: Registry, fp: Footprint, p: GenerateParams |
     return total
 
 
-def call_of(mem: Memory, p: GenerateParams | RefineParams, images: int = 1) -> Call:
+def call_of(mem: Memory, p: GenerateParams | RefineParams, images: int = 1, upcast: bool | None = None) -> Call:
+    """What the memory model needs of a call; `upcast`: its VAE's force_upcast (None: the default model's)."""
     if isinstance(p, RefineParams):
         (width, height), refiner = p.image.size, True
     else:
         (width, height), refiner = (p.width, p.height), p.high_noise_frac is not None
-    upcast = mem.upcast_vae and mem.dtype_bytes < 4
+    upcast = (mem.upcast_vae if upcast is None else upcast) and mem.dtype_bytes < 4
     return Call(width, height, images, p.guidance > 1, mem.dtype_bytes, upcast, refiner)
 
 
