@@ -116,6 +116,13 @@ class Settings(BaseSettings):
         description="Largest body of a request that carries images (/img2img, /inpaint, /generate with a "
         "ControlNet image); more: 413 before parsing.",
     )
+    max_large_bodies: int = Field(
+        4,
+        ge=1,
+        le=256,
+        description="Requests with a body over SDXL_MAX_BODY_BYTES (images) handled at once; more wait up to "
+        "SDXL_QUEUE_TIMEOUT_S, then 503. Each holds about 6x its body while it is in the service (measured).",
+    )
     max_work_mpx_steps: float = Field(
         256.0,
         gt=0,

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from app.api.errors import install_error_handlers
 from app.api.middleware.auth import ApiKeyMiddleware
 from app.api.middleware.body_limit import BodyLimitMiddleware
+from app.api.middleware.large_bodies import LargeBodySlotsMiddleware
 from app.api.middleware.request_log import RequestLogMiddleware
 from app.api.openapi import document_auth
 from app.api.routes import edit, generate, health, images, jobs, metrics, models, openai_images, refine
@@ -56,7 +57,15 @@ def create_app(settings: Settings, *, on_fatal: Callable[[], None] | None = None
     for module in (generate, edit, refine, images, jobs, models, openai_images, metrics, health):
         app.include_router(module.router)
     # Order matters: the request log wraps auth, so refused requests are logged too.
-    # Inside auth: a refused request is answered 401 without its body being read at all.
+    # Inside auth: a refused request is answered 401 without its body being read at all. Innermost, the slots
+    # for large bodies: a body refused for its size or by auth never takes one.
+    app.add_middleware(
+        LargeBodySlotsMiddleware,
+        slots=settings.max_large_bodies,
+        small_bytes=settings.max_body_bytes,
+        wait_s=settings.queue_timeout_s,
+        paths=edit.UPLOAD_ROUTES,
+    )
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=settings.max_body_bytes,

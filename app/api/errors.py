@@ -47,6 +47,7 @@ STATUS: dict[str, int] = {
     "internal_error": 500,
     "generation_failed": 500,
     "not_ready": 503,
+    "busy": 503,
     "shutting_down": 503,
     "queue_timeout": 503,
     "out_of_memory": 503,
@@ -187,6 +188,8 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     path = route_path(request.scope)
     if exc.status_code == 400 and exc.detail == _UNPARSABLE_BODY:
         message = "body: the request body is not valid UTF-8 JSON"
+        if isinstance(exc.__cause__, RecursionError):  # json.loads gives up past ~1000 levels
+            message = "body: the JSON nests arrays or objects too deeply"
         return render_error(path, 422, "invalid_request", message, field="body")
     type_ = _HTTP_TYPES.get(exc.status_code, "http_error")
     message = exc.detail if isinstance(exc.detail, str) else "request failed"

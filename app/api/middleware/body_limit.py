@@ -3,8 +3,15 @@
 A declared Content-Length over the limit is answered 413 at once, without reading a byte of the body.
 A body without one (chunked transfer) is counted as it streams; the chunk that passes the limit raises
 `BodyTooLarge` from `receive`, which FastAPI re-raises untouched and the error handlers turn into the one JSON
-error shape. The limit bounds what a request can make the JSON parser allocate (no API field needs more than a
-few kilobytes), so abusive bodies are refused before they cost memory or CPU.
+error shape.
+
+Size alone does not bound what parsing costs: 16 MiB of `[],[],...` is 5.6 million lists, ~430 MB and seconds of
+the event loop in `json.loads` and validation. So a JSON body is also refused (413) once it holds more than
+`MAX_JSON_TOKENS` of the characters that start a value or separate two (`, : [ {`), counted per chunk as it
+streams (~0.15 ms per 64 KiB) and before a byte of it is parsed. They are counted inside strings too (an upper
+bound, no parser state): no field of ours needs many of them — four prompts of 2000 commas are 8000 — and
+base64 image text holds none, so only fields that carry images can be large, and a body that is parsed costs
+about its size.
 """
 
 from __future__ import annotations
@@ -20,6 +27,30 @@ from app.api.errors import render_error, route_path
 class BodyTooLarge(HTTPException):
     def __init__(self, limit: int, setting: str = "SDXL_MAX_BODY_BYTES"):
         super().__init__(413, f"request body is larger than the limit of {limit} bytes ({setting})")
+
+
+MAX_JSON_TOKENS = 20_000
+_TOKENS = b",:[{"
+
+
+class TooComplex(HTTPException):
+    def __init__(self) -> None:
+        super().__init__(
+            413,
+            f"the JSON body holds more than {MAX_JSON_TOKENS} values (counted as the characters , : [ {{); "
+            "only fields that carry images may be large",
+        )
+
+
+def json_tokens(chunk: bytes) -> int:
+    return len(chunk) - len(chunk.translate(None, _TOKENS))
+
+
+def is_json(headers: Headers) -> bool:
+    # Counted without a Content-Type too: FastAPI parses such a body as JSON unless its content type is strict,
+    # and clients such as Dify send JSON so.
+    content_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    return not content_type or content_type.endswith(("/json", "+json"))
 
 
 class BodyLimitMiddleware:
@@ -40,21 +71,28 @@ class BodyLimitMiddleware:
         upload = route_path(scope) in self.upload_paths and scope.get("method") == "POST"
         limit = self.upload_bytes if upload else self.max_bytes
         setting = "SDXL_MAX_UPLOAD_BYTES" if upload else "SDXL_MAX_BODY_BYTES"
-        declared = Headers(scope=scope).get("content-length")
+        headers = Headers(scope=scope)
+        declared = headers.get("content-length")
         if declared is not None and declared.strip().isdigit() and int(declared) > limit:
             await _too_large(scope, limit, setting)(scope, receive, send)
             return
 
-        received = 0
+        received, tokens = 0, 0
+        count_tokens = is_json(headers)
         started = False
 
         async def counted_receive() -> Message:
-            nonlocal received
+            nonlocal received, tokens
             message = await receive()
             if message["type"] == "http.request":
-                received += len(message.get("body", b""))
+                chunk = message.get("body", b"")
+                received += len(chunk)
                 if received > limit:
                     raise BodyTooLarge(limit, setting)
+                if count_tokens:
+                    tokens += json_tokens(chunk)
+                    if tokens > MAX_JSON_TOKENS:
+                        raise TooComplex
             return message
 
         async def tracked_send(message: Message) -> None:
@@ -64,15 +102,18 @@ class BodyLimitMiddleware:
 
         try:
             await self.app(scope, counted_receive, tracked_send)
-        except BodyTooLarge:
+        except (BodyTooLarge, TooComplex) as refused:
             # Normally the app's error handlers answer it; this covers a reader outside their reach.
             if started:
                 raise
-            await _too_large(scope, limit, setting)(scope, receive, send)
+            await _refuse(scope, refused.detail)(scope, receive, send)
 
 
 def _too_large(scope: Scope, limit: int, setting: str) -> JSONResponse:
+    return _refuse(scope, BodyTooLarge(limit, setting).detail)
+
+
+def _refuse(scope: Scope, message: str) -> JSONResponse:
     # Connection: close: the rest of the body is never read, so the connection cannot be reused.
-    message = BodyTooLarge(limit, setting).detail
     headers = {"Connection": "close"}
     return render_error(route_path(scope), 413, "payload_too_large", message, headers=headers)

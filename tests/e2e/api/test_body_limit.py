@@ -89,3 +89,35 @@ def test_abusive_json_is_a_client_error(server: LiveServer, client: httpx.Client
     assert 400 <= r.status_code < 500, r.text[:300]
     assert r.json().keys() == {"error"}
     assert client.get("/health").status_code == 200
+
+
+def test_a_body_of_many_small_values_is_refused_before_parsing(client: httpx.Client) -> None:
+    """Under the size limit, yet millions of values: refused while it streams, not parsed into ~25x its size."""
+    body = b'{"prompt": "x", "loras": [' + b"[]," * (4 * MIB // 3) + b"[]]}"
+    r = client.post("/generate", content=body, headers={"Content-Type": "application/json"})
+    error = assert_error(r, 413, "payload_too_large")
+    assert "more than 20000 values" in error["message"] and "only fields that carry images" in error["message"]
+    # The same count bounds a body sent without a Content-Type (which FastAPI parses as JSON too).
+    r = client.post("/generate", content=body, headers={"Content-Type": ""})
+    assert_error(r, 413, "payload_too_large")
+
+
+def test_a_large_image_field_is_not_counted_as_values(client: httpx.Client) -> None:
+    """Base64 holds none of the counted characters: a 12 MiB image field passes the count (and is then judged as
+    an image, here not one)."""
+    body = json.dumps({"prompt": "x", "image": "A" * (12 * MIB), "strength": 0.5}).encode()
+    r = client.post("/img2img", content=body, headers={"Content-Type": "application/json"})
+    assert_error(r, 422, "invalid_request", "image")
+
+
+def test_prompts_full_of_commas_are_within_the_count(client: httpx.Client) -> None:
+    prompt = "," * 2000
+    body = {"prompt": prompt, "prompt_2": prompt, "negative_prompt": prompt, "negative_prompt_2": prompt}
+    r = client.post("/generate", json={**body, "num_inference_steps": 1, "seed": 1})
+    assert r.status_code == 200, r.text
+
+
+def test_deep_nesting_is_named_as_such(client: httpx.Client) -> None:
+    r = client.post("/generate", content=b"[" * 5000 + b"]" * 5000, headers={"Content-Type": "application/json"})
+    error = assert_error(r, 422, "invalid_request", "body")
+    assert "nests" in error["message"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import struct
 import time
 import zlib
@@ -89,6 +90,20 @@ def test_base64_is_checked_before_decoding() -> None:
     with pytest.raises(InvalidRequest, match="larger than"):
         decode_base64("A" * 4000, "image", 1000)
     assert decode_base64("data:image/png;base64," + base64.b64encode(b"abc").decode(), "image", 1000) == b"abc"
+
+
+@pytest.mark.parametrize("size", [3 * 512 * 1024, 3 * 512 * 1024 + 1, 3 * 512 * 1024 + 2, 2_000_001])
+def test_base64_decoded_in_slices_is_the_whole_decode(size: int) -> None:
+    data = os.urandom(size)
+    text = base64.b64encode(data).decode()
+    assert decode_base64(text, "image", 4 * size) == data == base64.b64decode(text)
+
+
+def test_padding_inside_the_text_is_refused_across_slices() -> None:
+    early = base64.b64encode(b"ab").decode()  # "YWI=": padding, then more data in the next slice
+    text = "A" * (512 * 1024 - 4) + early + "AAAA"
+    with pytest.raises(InvalidRequest, match="base64"):
+        decode_base64(text, "image", len(text))
 
 
 def test_hostile_inputs_over_http(client: httpx.Client) -> None:
