@@ -12,6 +12,10 @@ picked (`cancelled_at_head`). A job whose batch key is None always runs alone. E
 its own seeded generator, so what it looks like does not depend on what it was batched with. The oldest image
 always goes first: nothing starves.
 
+Fairness (`after_call`): jobs take turns, one call each. After a call, the images still queued of every job it
+served move behind everyone else's, so a request for 8 images (8 calls where memory holds one) is interleaved
+with the requests that came after it instead of making each wait all 8 calls (and time out in the queue).
+
 Waiting (`wait_limit`, `others_in_flight`, `keep_waiting`): the owner waits for companions only while other
 jobs are in flight (their images being encoded and stored, none of them queued): their clients are the ones
 likely to come back within milliseconds. A lone request on an idle GPU starts at once. The wait ends when the
@@ -97,6 +101,15 @@ def batch_for(head: ItemT, pending: Iterable[ItemT], limits: BatchLimits) -> lis
         chosen.append(item)
         pixels += item.job.pixels
     return chosen
+
+
+def after_call(pending: Iterable[ItemT], chosen: Iterable[ItemT]) -> list[ItemT]:
+    """The queue once `chosen` has been taken for a call: the others in their order, then the rest of the jobs the
+    call served (their round is over), each in its own order."""
+    taken = {id(item) for item in chosen}
+    served = {id(item.job) for item in chosen}
+    rest = [item for item in pending if id(item) not in taken]
+    return [i for i in rest if id(i.job) not in served] + [i for i in rest if id(i.job) in served]
 
 
 def most_images(head: BatchItem, limits: BatchLimits) -> int:

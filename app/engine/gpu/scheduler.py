@@ -228,8 +228,7 @@ class Scheduler:
         chosen = [head]
         if head.job.batch_key is not None:
             chosen = self._gather(head)
-        taken = set(map(id, chosen))
-        self._pending = deque(item for item in self._pending if id(item) not in taken)
+        self._pending = deque(batching.after_call(self._pending, chosen))
         return Batch(chosen)
 
     def _gather(self, head: Item) -> list[Item]:

@@ -128,3 +128,23 @@ def test_num_images_gives_distinct_seeds_that_reproduce(client: httpx.Client) ->
     )
     assert "num_images=1" in error["message"]
     assert_error(client.post("/generate", json={"prompt": "x", "num_images": 9}), 422, "invalid_request", "num_images")
+
+
+def test_jobs_take_turns_one_call_each(model_cache: Path, tmp_path: Path) -> None:
+    """A 2-image job and a 1-image job queued behind a running one: the later job's image runs between the two
+    images of the earlier one (round-robin per call), not after all of them."""
+    live = start_server(tiny_settings(model_cache, tmp_path / "images", max_batch=1, queue_timeout_s=600))
+    try:
+        with live.client() as c:
+            running = c.post("/generate", json=SLOW, headers=ASYNC).json()["id"]
+            wait_for(c, running, {"running"})
+            big = c.post("/generate", json={"prompt": "big", "num_images": 2, "num_inference_steps": 4}, headers=ASYNC)
+            small = c.post("/generate", json={"prompt": "small", "num_inference_steps": 4}, headers=ASYNC)
+            assert big.status_code == small.status_code == 202, (big.text, small.text)
+            small_done = wait_for(c, small.json()["id"], {"succeeded", "failed"})
+            big_done = wait_for(c, big.json()["id"], {"succeeded", "failed"})
+            assert small_done["status"] == big_done["status"] == "succeeded"
+            # First in, first out would finish the big job before the small one started.
+            assert big_done["started"] < small_done["started"] < small_done["finished"] < big_done["finished"]
+    finally:
+        live.stop()

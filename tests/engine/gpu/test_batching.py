@@ -9,6 +9,7 @@ import pytest
 from app.engine.gpu.batching import (
     WAIT_SHARE,
     BatchLimits,
+    after_call,
     batch_for,
     cancelled_at_head,
     keep_waiting,
@@ -171,3 +172,26 @@ def test_retry_after_bounds() -> None:
     assert retry_after(10_000, 8) == 30  # at most 30
     assert retry_after(5, 1) == 5
     assert retry_after(5, 0) == 5  # a zero max_batch counts as 1
+
+
+# --- fairness: jobs take turns -----------------------------------------------------------------------------------
+def test_after_a_call_the_served_jobs_rest_goes_behind_everyone_else() -> None:
+    a, b, c = _job(3), _job(1), _job(2)
+    queue = _queue(a, b, c)
+    names = {id(a): "a", id(b): "b", id(c): "c"}
+    assert _names(after_call(queue, [queue[0]]), names) == ["b0", "c0", "c1", "a1", "a2"]
+    # A call that served two jobs ends both their rounds; each keeps its own order.
+    assert _names(after_call(queue, [queue[0], queue[4]]), names) == ["b0", "a1", "a2", "c1"]
+    assert after_call(queue, queue) == []
+
+
+def test_taking_turns_serves_every_job_before_any_job_twice() -> None:
+    a, b, c = _job(3), _job(1), _job(2)
+    queue = _queue(a, b, c)
+    names = {id(a): "a", id(b): "b", id(c): "c"}
+    order = []
+    while queue:
+        head = queue[0]
+        order.append(_names([head], names)[0])
+        queue = after_call(queue, [head])
+    assert order == ["a0", "b0", "c0", "a1", "c1", "a2"]
