@@ -51,7 +51,19 @@ class NotReady(ServiceError):
 
 
 class ModelLoadError(ServiceError):
+    """`message` is the caller's: what failed, the kind of error and what to do. `cause` is the library's own text,
+    for the operator's log only: it names paths and options (diffusers' "pass local_files_only=False") that an
+    API caller cannot act on."""
+
     type = "model_load_failed"
+
+    def __init__(self, message: str, *, cause: str | None = None, retry_after: float | None = None):
+        super().__init__(message, retry_after=retry_after)
+        self.cause = cause
+
+    @property
+    def for_operator(self) -> str:
+        return f"{self.message} [{self.cause}]" if self.cause else self.message
 
 
 class DoesNotFit(ServiceError):

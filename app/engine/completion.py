@@ -67,6 +67,8 @@ class Completion:
         self._finish, self._spawn, self._queue_depth = finish, spawn, queue_depth
         self._free_memory, self._download_path = free_memory, download_path
         self.failures_in_a_row = 0
+        self._storing: dict[Job, int] = {}  # images of a job being encoded and stored right now
+        self._store_failed: dict[Job, tuple[JobStatus, JobFailure]] = {}  # the first failed write, until settled
 
     def started(self, batch: Batch) -> None:
         now = time.time()
@@ -104,6 +106,7 @@ class Completion:
             if job.cancel_requested.is_set():
                 self._finish(job, JobStatus.CANCELLED, JobFailure("cancelled", "cancelled while running"))
             elif not job.status.terminal:
+                self._storing[job] = self._storing.get(job, 0) + 1  # counted now: siblings are spawned together
                 self._spawn(self._store(job, item.index, result))
 
     def failed(self, batch: Batch, exc: BaseException) -> None:
@@ -129,18 +132,40 @@ class Completion:
                 logger.warning("storing an image of job %s failed: %s", job.id, exc.message)
             else:
                 logger.exception("storing an image of job %s failed", job.id)
-            status, error = classify(exc)
-            self._finish(job, status, error)
+            self._store_failed.setdefault(job, classify(exc))
+        else:
+            record = stored.record
+            self.events.emit("image.stored", self._stored_event(job, record), image=stored.png)
+            job.timings["encode_ms"] = round(job.timings.get("encode_ms", 0) + stored.encode_s * 1000, 2)
+            job.timings["store_ms"] = round(job.timings.get("store_ms", 0) + stored.store_s * 1000, 2)
+            self.metrics.images.labels(job.kind).inc()
+            job.images.append(record)
+            seeds = [p.seed for p in job.items]  # distinct within a job (seed + i), so they give the order
+            job.images.sort(key=lambda r: seeds.index(r.seed))
+        finally:
+            self._storing[job] -= 1
+            if not self._storing[job]:
+                del self._storing[job]
+        self._settle(job)
+
+    def _settle(self, job: Job) -> None:
+        """After each store: once none of the job's images is still being stored, it ends or waits for more.
+
+        A failed write waits for its siblings' writes, so that the error can name every image that was stored:
+        a synchronous caller learns their ids from it, or they would be stored and never found."""
+        if job in self._storing:
             return
-        record = stored.record
-        self.events.emit("image.stored", self._stored_event(job, record), image=stored.png)
-        job.timings["encode_ms"] = round(job.timings.get("encode_ms", 0) + stored.encode_s * 1000, 2)
-        job.timings["store_ms"] = round(job.timings.get("store_ms", 0) + stored.store_s * 1000, 2)
-        self.metrics.images.labels(job.kind).inc()
-        job.images.append(record)
-        seeds = [p.seed for p in job.items]  # distinct within a job (seed + i), so they give the order
-        job.images.sort(key=lambda r: seeds.index(r.seed))
-        if len(job.images) == len(job.items) and not job.status.terminal:
+        failure = self._store_failed.pop(job, None)
+        if job.status.terminal:
+            return
+        if failure is not None:
+            status, error = failure
+            if job.images:
+                ids = ", ".join(r.id for r in job.images)
+                done = f"{len(job.images)} of {len(job.items)} images had been stored: {ids}"
+                error = JobFailure(error.type, f"{error.message}; {done}", error.retry_after)
+            self._finish(job, status, error)
+        elif len(job.images) == len(job.items):
             self._finish(job, JobStatus.SUCCEEDED, None)
         else:
             job.touch()

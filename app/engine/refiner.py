@@ -36,7 +36,7 @@ class RefinerAccess:
             await self._scheduler.call(runner.resolve_refiner)
         except ModelLoadError as exc:
             self.failed = (time.monotonic(), exc.message)
-            logger.warning("refine unavailable: /refine and ensemble requests answer 503: %s", exc.message)
+            logger.warning("refine unavailable: /refine and ensemble requests answer 503: %s", exc.for_operator)
 
     async def get(self, runner: Runner) -> Any:
         """The refiner, loaded on first use exactly once, however many requests ask at the same time.

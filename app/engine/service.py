@@ -159,7 +159,9 @@ class ImageService:
             placement = loader.resolve_placement(self.settings)
             self.runner = Runner(self.settings, self.registry, placement, self._on_model)
             self.memory = (await self.scheduler.call(self.runner.load_default)).value
-        except (ModelLoadError, StorageFull, StorageUnavailable) as exc:
+        except ModelLoadError as exc:
+            return self._fail(exc.for_operator)  # the one line an operator reads: with the library's own words
+        except (StorageFull, StorageUnavailable) as exc:
             return self._fail(exc.message)
         except ImportError as exc:
             return self._fail(f"watermarking needs invisible-watermark ({exc}); or set SDXL_WATERMARK=false")

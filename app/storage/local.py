@@ -214,5 +214,5 @@ def _write_atomic(target: Path, data: bytes) -> None:
 
 def _storage_error(exc: OSError) -> Exception:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return StorageFull("the image store is full; nothing was stored")
+        return StorageFull("the image store is full; the image was not stored")
     return StorageUnavailable(f"the image store failed ({errno.errorcode.get(exc.errno or 0, 'error')})")

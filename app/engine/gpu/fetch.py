@@ -12,10 +12,9 @@ import os
 import time
 
 from app.config import Settings
-from app.engine.gpu.loader import REFINER_HINT, failure_hint, one_line, resolve_source
+from app.engine.gpu.loader import REFINER_HINT, failure_hint, load_error, resolve_source
 from app.engine.gpu.variants import variant_for, with_variant_fallback
 from app.engine.models.registry import HUB_ID, ExtraEntry
-from app.errors import ModelLoadError
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +28,7 @@ def resolve_refiner(entry: ExtraEntry, settings: Settings, dtype_name: str) -> s
     except Exception as exc:
         logger.debug("resolving the refiner %s failed", entry.source, exc_info=True)
         hint = failure_hint(exc, entry.source.startswith("tiny:"), REFINER_HINT)
-        raise ModelLoadError(f"the refiner {entry.name!r} is not on this machine ({one_line(exc)}){hint}") from exc
+        raise load_error(f"the refiner {entry.name!r} is not on this machine", exc, hint) from exc
     logger.info("refiner %r is on local disk (%.2fs); it loads on first use", entry.name, time.perf_counter() - started)
     return where
 

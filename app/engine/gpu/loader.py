@@ -117,6 +117,13 @@ def one_line(exc: BaseException) -> str:
     return _first_line(exc) + (f"; caused by {_first_line(cause)}" if cause is not None else "")
 
 
+def load_error(what: str, exc: BaseException, hint: str) -> ModelLoadError:
+    """The caller reads what failed, the kind of error and the hint; the library's text goes to the log."""
+    cause = one_line(exc)
+    logger.warning("%s: %s", what, cause)
+    return ModelLoadError(f"{what} ({type(exc).__name__}){hint}", cause=cause)
+
+
 def _about_packages(exc: BaseException) -> bool:
     """Does a failure building the tiny models point at the installed packages (rather than, say, the disk)?"""
     return isinstance(exc, ImportError) or "version" in str(exc).lower()
@@ -160,7 +167,7 @@ def _load(
     except Exception as exc:
         logger.debug("loading %s failed", source, exc_info=True)
         hint = failure_hint(exc, tiny, local_hint if local_only else OFFLINE_HINT)
-        raise ModelLoadError(f"could not load the {role} {name!r} ({one_line(exc)}){hint}") from exc
+        raise load_error(f"could not load the {role} {name!r}", exc, hint) from exc
     if hasattr(loaded, "set_progress_bar_config"):
         loaded.set_progress_bar_config(disable=True)
     logger.info(

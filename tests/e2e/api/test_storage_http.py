@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from app.storage import local
+from app.storage.local import LocalImageStore
 from tests.conftest import start_server, tiny_settings
 from tests.helpers import assert_error
 
@@ -51,5 +55,33 @@ def test_disk_full_is_507_leaves_nothing_and_recovers(
             r = c.post("/generate", json={"prompt": "x"})
             assert r.status_code == 200, r.text
             assert (images / f"{r.json()['id']}.png").is_file()
+    finally:
+        live.stop()
+
+
+def test_disk_full_after_some_images_names_the_ones_stored(
+    model_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 2-image job whose second write finds the disk full: the error says which image was stored, and it is."""
+    images = tmp_path / "images"
+    live = start_server(tiny_settings(model_cache, images))
+    real_put = LocalImageStore.put
+    puts = 0
+
+    async def second_put_finds_the_disk_full(self: LocalImageStore, *args: Any, **kwargs: Any) -> Any:
+        nonlocal puts
+        puts += 1
+        if puts == 2:  # fault injection: the store's own error for ENOSPC
+            raise local._storage_error(OSError(28, "No space left on device"))
+        return await real_put(self, *args, **kwargs)
+
+    try:
+        with live.client() as c:
+            monkeypatch.setattr(LocalImageStore, "put", second_put_finds_the_disk_full)
+            error = assert_error(c.post("/generate", json={"prompt": "x", "num_images": 2}), 507, "storage_full")
+            assert "the image was not stored" in error["message"] and "nothing was stored" not in error["message"]
+            stored = re.findall(r"1 of 2 images had been stored: ([0-9a-f]{32})", error["message"])
+            assert len(stored) == 1, error["message"]
+            assert c.get(f"/download/{stored[0]}").status_code == 200
     finally:
         live.stop()

@@ -136,7 +136,9 @@ def test_resolving_the_refiner_builds_or_checks_local_files(settings: Settings, 
     gone = ExtraEntry(str(tmp_path / "gone"), str(tmp_path / "gone"))
     with pytest.raises(ModelLoadError) as caught:
         fetch.resolve_refiner(gone, settings, "float16")
-    assert f"the refiner {gone.name!r} is not on this machine (FileNotFoundError: no directory" in caught.value.message
+    assert f"the refiner {gone.name!r} is not on this machine (FileNotFoundError)" in caught.value.message
+    assert "no directory" not in caught.value.message  # the library's text is the log's
+    assert "no directory" in (caught.value.cause or "") and "no directory" in caught.value.for_operator
     assert loader.REFINER_HINT in caught.value.message
 
 
@@ -171,5 +173,6 @@ def test_a_hub_refiner_that_cannot_be_fetched_is_named_with_the_way_out(monkeypa
         fetch.resolve_refiner(build_registry(settings).refiner, settings, "float16")
     message = caught.value.message
     assert calls == ["fp16"]  # not a missing variant: no second fetch
-    assert "the refiner 'stabilityai/stable-diffusion-xl-refiner-1.0' is not on this machine (OSError" in message
+    assert "the refiner 'stabilityai/stable-diffusion-xl-refiner-1.0' is not on this machine (OSError)" in message
+    assert "not fully cached" not in message and "not fully cached" in caught.value.for_operator
     assert "SDXL_REFINER_MODEL to a directory" in message and "SDXL_MODEL=tiny" not in message
