@@ -3,14 +3,14 @@
 Pure decisions over plain data: no locks, no threads, no clock (callers pass the time left in). The scheduler
 owns the queue, the condition variable and the waiting, and asks these functions what to do.
 
-Selection (`batch_for`): the owner takes the oldest queued image (the head), then every queued image with the same
-batch key (same model, size, steps, guidance, scheduler...), in queue order, up to `max_batch` images,
+Selection (`batch_for`): the owner takes the image at the front of the queue (the head), then every queued image
+with the same batch key (same model, size, steps, guidance, scheduler...), in queue order, up to `max_batch` images,
 `max_batch_pixels` pixels and the head job's `batch_cap` (the most that fit in device memory, jobs/admission.py).
 An image that would overflow the pixel budget is skipped, not a stopping point: a later, smaller one may still
 join. Cancelled images never join, and cancelled images at the head of the queue are dropped before a head is
 picked (`cancelled_at_head`). A job whose batch key is None always runs alone. Each image keeps its own prompt and
-its own seeded generator, so what it looks like does not depend on what it was batched with. The oldest image
-always goes first: nothing starves.
+its own seeded generator, so what it looks like does not depend on what it was batched with. The head always goes
+first, whatever waits behind it.
 
 Fairness (`after_call`): jobs take turns, one call each. After a call, the images still queued of every job it
 served move behind everyone else's, so a request for 8 images (8 calls where memory holds one) is interleaved
