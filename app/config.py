@@ -220,7 +220,12 @@ class Settings(BaseSettings):
     public_url: str | None = Field(
         None,
         description="The base URL clients reach this service at (e.g. https://sdxl.example.com), for the URLs of "
-        "OpenAI `response_format=url` answers. Unset: relative URLs (/download/<id>); never the Host header.",
+        "OpenAI `response_format=url` answers. Unset: relative URLs (/download/<id>.png); never the Host header.",
+    )
+    openai_model: str | None = Field(
+        None,
+        description="The registry model that OpenAI's own model names (dall-e-2, dall-e-3, gpt-image-1, ...) mean on "
+        "/v1/; unset: the default model.",
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

@@ -15,7 +15,18 @@ from app.api.middleware.body_limit import BodyLimitMiddleware
 from app.api.middleware.large_bodies import LargeBodySlotsMiddleware
 from app.api.middleware.request_log import RequestLogMiddleware
 from app.api.openapi import document_auth
-from app.api.routes import edit, generate, health, images, jobs, metrics, models, openai_images, refine
+from app.api.routes import (
+    edit,
+    generate,
+    health,
+    images,
+    jobs,
+    metrics,
+    models,
+    openai_edits,
+    openai_images,
+    refine,
+)
 from app.config import Settings
 from app.engine import ImageService
 from app.events.factory import build_events
@@ -54,7 +65,7 @@ def create_app(settings: Settings, *, on_fatal: Callable[[], None] | None = None
     app.state.auth_enabled = bool(settings.api_keys)
     document_auth(app, app.state.auth_enabled)
     install_error_handlers(app)
-    for module in (generate, edit, refine, images, jobs, models, openai_images, metrics, health):
+    for module in (generate, edit, refine, images, jobs, models, openai_images, openai_edits, metrics, health):
         app.include_router(module.router)
     # Order matters: the request log wraps auth, so refused requests are logged too.
     # Inside auth: a refused request is answered 401 without its body being read at all. Innermost, the slots
@@ -64,13 +75,13 @@ def create_app(settings: Settings, *, on_fatal: Callable[[], None] | None = None
         slots=settings.max_large_bodies,
         small_bytes=settings.max_body_bytes,
         wait_s=settings.queue_timeout_s,
-        paths=edit.UPLOAD_ROUTES,
+        paths=edit.UPLOAD_ROUTES + openai_edits.EDIT_ROUTES,
     )
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=settings.max_body_bytes,
         upload_bytes=settings.max_upload_bytes,
-        upload_paths=edit.UPLOAD_ROUTES,
+        upload_paths=edit.UPLOAD_ROUTES + openai_edits.EDIT_ROUTES,
     )
     app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys)
     app.add_middleware(RequestLogMiddleware)

@@ -19,11 +19,12 @@ MAX_NUM_IMAGES = 8
 
 Prompt = Annotated[str, Field(min_length=1, max_length=MAX_PROMPT_CHARS)]
 OptionalPrompt = Annotated[str | None, Field(None, max_length=MAX_PROMPT_CHARS)]
+MIN_SIDE = 256
 Side = Annotated[
     int | None,
     Field(
         None,
-        ge=256,
+        ge=MIN_SIDE,
         le=MAX_SIDE,
         multiple_of=8,
         description=f"Multiple of 8 in [256, {MAX_SIDE}]; default: the model's native size (SDXL 1024, tiny 256).",

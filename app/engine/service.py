@@ -35,7 +35,7 @@ from app.engine.jobs.lookup import JobLookup
 from app.engine.jobs.records import JobRecords, View
 from app.engine.metrics import Metrics
 from app.engine.models import catalog
-from app.engine.models.registry import Registry, build_registry
+from app.engine.models.registry import Defaults, Registry, build_registry
 from app.engine.protocol import Engine
 from app.engine.refiner import RefinerAccess
 from app.errors import (
@@ -385,6 +385,9 @@ class ImageService:
     def model_names(self) -> list[str]:
         registry = self._ready_registry()
         return [registry.default, *(name for name in registry.models if name != registry.default)]
+
+    def model_defaults(self, name: str | None) -> Defaults:
+        return self._ready_registry().model(name).defaults
 
     def models_info(self) -> dict[str, Any]:
         registry = self._ready_registry()

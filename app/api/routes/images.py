@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
 
@@ -22,18 +24,15 @@ def download_path(image_id: str) -> str:
 _CACHE_FOREVER = "max-age=31536000, immutable"
 
 
-@router.get(
-    "/download/{id}",
-    response_class=Response,
-    responses={
-        200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}},
-        304: {"description": "Not modified (If-None-Match)"},
-        307: {"description": "With presigned downloads (S3): the image's time-limited URL in `Location`"},
-        404: {"model": ErrorResponse, "description": "Unknown image id"},
-        **ERRORS,
-    },
-    summary="Download a stored PNG",
-)
+_DOWNLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}},
+    304: {"description": "Not modified (If-None-Match)"},
+    307: {"description": "With presigned downloads (S3): the image's time-limited URL in `Location`"},
+    404: {"model": ErrorResponse, "description": "Unknown image id"},
+    **ERRORS,
+}
+
+
 async def download(id: str, request: Request, store: StoreDep) -> Response:  # noqa: A002 - the API's name
     image_id = check_id(id)
     etag = f'"{image_id}"'
@@ -51,8 +50,23 @@ async def download(id: str, request: Request, store: StoreDep) -> Response:  # n
     return Response(data, media_type="image/png", headers=headers)
 
 
-# HEAD runs the same handler (uvicorn drops the body); kept out of the schema, whose operation ids must be unique.
-router.add_api_route("/download/{id}", download, methods=["HEAD"], include_in_schema=False, name="download_head")
+# `/download/{id}.png` first: `/download/{id}` would take "<id>.png" as the id. The .png form is the URL OpenAI
+# clients get (LibreChat takes the file's extension from the URL's path).
+for path, name, summary in (
+    ("/download/{id}.png", "download_png", "Download a stored PNG (the same, as a .png URL)"),
+    ("/download/{id}", "download", "Download a stored PNG"),
+):
+    router.add_api_route(
+        path,
+        download,
+        methods=["GET"],
+        response_class=Response,
+        responses=_DOWNLOAD_RESPONSES,
+        summary=summary,
+        name=name,
+    )
+    # HEAD runs the same handler (uvicorn drops the body); kept out of the schema, whose operation ids are unique.
+    router.add_api_route(path, download, methods=["HEAD"], include_in_schema=False, name=f"{name}_head")
 
 
 @router.delete(

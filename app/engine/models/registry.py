@@ -158,6 +158,8 @@ def build_registry(settings: Settings) -> Registry:
         loras.update(_scan_loras(settings.lora_dir))
     default = _default_model(settings.model, models)
     _check_references(models, vaes)
+    if settings.openai_model is not None and settings.openai_model not in models:
+        raise ValueError(f"SDXL_OPENAI_MODEL={settings.openai_model!r} is not a model; choose one of {sorted(models)}")
     return Registry(models, vaes, controlnets, loras, default, refiner_entry(settings))
 
 
