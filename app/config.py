@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -148,6 +149,13 @@ class Settings(BaseSettings):
         45.0, gt=0, le=3600, description="A job waiting longer is answered 503 and never run (dstack's proxy: 60 s)."
     )
     job_ttl_s: float = Field(3600.0, ge=0, description="How long finished jobs stay readable at /jobs/{id}.")
+    replica_lease_s: float = Field(
+        30.0,
+        ge=1,
+        le=3600,
+        description="Each serving process renews a lease in the store every third of this; an unfinished job whose "
+        "process has not renewed it for this long (plus 2 s for clock skew) reads failed (replica_lost) everywhere.",
+    )
     shutdown_grace_s: float = Field(30.0, ge=0, le=600, description="How long SIGTERM waits for the running job.")
     max_consecutive_failures: int = Field(
         3, ge=1, description="Failed pipeline calls in a row (out of memory excepted) before /ready turns 503."
@@ -298,6 +306,11 @@ class Settings(BaseSettings):
             return ()
         keys = (k.strip() for k in self.generation_auth_key.get_secret_value().split(","))
         return tuple(k for k in keys if k)
+
+    @property
+    def replica(self) -> str:
+        """This replica's name in job records and leases (as in events' node_info)."""
+        return self.node_id or socket.gethostname()
 
     @property
     def refiner(self) -> str:

@@ -191,6 +191,18 @@ class JobError(BaseModel):
     message: str
 
 
+class ReplicaInfo(BaseModel):
+    id: str = Field(description="The replica that runs the job: its SDXL_NODE_ID, else its host name.")
+    instance: str = Field(
+        description="The process that runs it. A restarted replica keeps its id and gets a new instance: the old "
+        "one's unfinished jobs read failed (replica_lost)."
+    )
+    alive: bool | None = Field(
+        description="Whether that process still renews its lease (SDXL_REPLICA_LEASE_S); null once the job ended "
+        "(not asked), or when the store did not answer."
+    )
+
+
 class JobResponse(BaseModel):
     id: str
     kind: Literal["generate", "refine", "img2img", "inpaint"]
@@ -205,6 +217,9 @@ class JobResponse(BaseModel):
     images: list[ImageInfo]
     parent_id: str | None
     error: JobError | None
+    replica: ReplicaInfo | None = Field(
+        None, description="Where the job runs; null for a job recorded by a version without replica leases."
+    )
 
 
 class ErrorDetail(BaseModel):

@@ -50,6 +50,7 @@ STATUS: dict[str, int] = {
     "busy": 503,
     "shutting_down": 503,
     "queue_timeout": 503,
+    "replica_lost": 503,
     "out_of_memory": 503,
     "model_load_failed": 503,
     "storage_unavailable": 503,

@@ -112,6 +112,7 @@ _JOB_ERROR_STATUS = {
     "queue_timeout": 503,
     "out_of_memory": 503,
     "shutting_down": 503,
+    "replica_lost": 503,
     "not_ready": 503,
     "storage_unavailable": 503,
     "model_load_failed": 503,

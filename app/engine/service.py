@@ -29,8 +29,10 @@ from app.engine.gpu.scheduler import Batch, Scheduler
 from app.engine.images import inputs
 from app.engine.images.watermark import check_available
 from app.engine.jobs import admission, params
+from app.engine.jobs.heartbeat import Heartbeat
 from app.engine.jobs.items import GenerateParams, RefineParams, batch_key
 from app.engine.jobs.job import Job, JobFailure, JobRegistry, JobStatus
+from app.engine.jobs.leases import Leases
 from app.engine.jobs.lookup import JobLookup
 from app.engine.jobs.records import JobRecords, View
 from app.engine.metrics import Metrics
@@ -86,9 +88,11 @@ class ImageService:
         self.events: EventSink = events or NoEvents()
         self.metrics = Metrics()
         self.jobs = JobRegistry(settings.job_ttl_s)
-        self.records = JobRecords(store)  # so other replicas can answer for this one's jobs
+        self.records = JobRecords(store, settings.replica)  # so other replicas can answer for this one's jobs
+        self.heartbeat = Heartbeat(store, settings.replica, settings.replica_lease_s)  # ...and tell if it is gone
         self.inputs = inputs.Inputs(settings, store)
-        self.lookup = JobLookup(self.jobs, self.records, self.view, self.cancel)
+        leases = Leases(store, settings.replica_lease_s)
+        self.lookup = JobLookup(self.jobs, self.records, leases, self.view, self.cancel)
         self.state = State.STARTING
         self.error: str | None = None
         self.device = "unknown"
@@ -154,6 +158,7 @@ class ImageService:
             return self._fail(f"the model registry could not be built: {exc}")
         try:
             await self.store.open()  # a missing bucket fails startup like a model that cannot load
+            self.heartbeat.start()
             if self.settings.watermark:
                 check_available()
             placement = loader.resolve_placement(self.settings)
@@ -238,6 +243,7 @@ class ImageService:
         error = JobFailure("shutting_down", "the service is shutting down; retry on another replica")
         for job in self.scheduler.close():
             self._finish(job, JobStatus.FAILED, error)
+        self.lookup.followers.close()  # streams on other replicas' jobs end, so the server can drain
         logger.info("shutting down: refusing new work, letting the running batch finish")
 
     async def stop(self) -> None:
@@ -255,6 +261,7 @@ class ImageService:
             self._finish(job, JobStatus.FAILED, JobFailure("shutting_down", "the service stopped"))
         if self._tasks:  # the records of those jobs, before the store closes
             await asyncio.wait(list(self._tasks), timeout=5)
+        await self.heartbeat.stop()  # last: every record above is final, so no reader meets a stopped lease early
         if self.runner is not None:
             for name, role in self.runner.unload_all():
                 self.events.emit("model.unloaded", {"model": name, "role": role, "device": self.device, "to": "exit"})
@@ -351,6 +358,7 @@ class ImageService:
         return self._enqueue(job)
 
     def _enqueue(self, job: Job) -> Job:
+        job.instance = self.heartbeat.instance
         self.scheduler.submit(job)  # raises QueueFull / ShuttingDown before the job exists anywhere
         self.jobs.add(job)
         self.metrics.queue_depth.set(self.scheduler.depth)
@@ -421,7 +429,7 @@ class ImageService:
 
     # --- any replica's jobs --------------------------------------------------------------------------
     def view(self, job: Job) -> View:
-        return job.snapshot(self.scheduler.position(job))
+        return self.records.view(job, self.scheduler.position(job))
 
     async def find_job(self, job_id: str) -> View:
         return await self.lookup.find(job_id)

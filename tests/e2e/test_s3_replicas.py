@@ -1,4 +1,5 @@
-"""Scale-out: two `python -m app serve` replicas on one S3 bucket answer for each other's images and jobs.
+"""Scale-out: two `python -m app serve` replicas on one S3 bucket answer for each other's images and jobs, and a
+live replica's lease is honoured: its unfinished jobs read alive elsewhere for as long as it runs them.
 Also: a store that cannot open at startup ends `serve` with one clear line, like a model that cannot load."""
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from tests.s3_server import S3Server
 
 ASYNC = {"Prefer": "respond-async"}
 TERMINAL = {"succeeded", "failed", "cancelled"}
+LEASE_S = 2  # short, so that a test can outlast it; the default is 30
+SLOW = {"prompt": "slow", "width": 512, "height": 512, "num_inference_steps": 100, "num_images": 4}  # minutes here
 
 
 def _env(model_cache: Path, s3_server: S3Server, image_dir: Path, prefix: str) -> dict[str, str]:
@@ -60,9 +63,9 @@ def replicas(
     model_cache: Path, s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, str, Path]]:
     prefix, tmp_path = f"replicas-{uuid.uuid4().hex[:8]}/", tmp_path_factory.mktemp("replicas")
-    b_dir = tmp_path / "b-images"
-    a, a_url = _serve(_env(model_cache, s3_server, tmp_path / "a-images", prefix))
-    b, b_url = _serve(_env(model_cache, s3_server, b_dir, prefix))  # both load at once
+    b_dir, lease = tmp_path / "b-images", {"SDXL_REPLICA_LEASE_S": str(LEASE_S)}
+    a, a_url = _serve({**_env(model_cache, s3_server, tmp_path / "a-images", prefix), **lease})
+    b, b_url = _serve({**_env(model_cache, s3_server, b_dir, prefix), **lease})  # both load at once
     try:
         wait_ready(a_url, a, timeout=120)
         wait_ready(b_url, b, timeout=120)
@@ -104,8 +107,7 @@ def test_replica_b_serves_what_replica_a_made(replicas: tuple[str, str, Path]) -
 
 def test_another_replicas_running_job_is_followed_not_cancelled(replicas: tuple[str, str, Path]) -> None:
     a, b, _ = replicas
-    slow = {"prompt": "slow", "width": 512, "height": 512, "num_inference_steps": 100, "num_images": 4}
-    job_id = httpx.post(f"{a}/generate", json=slow, headers=ASYNC).json()["id"]
+    job_id = httpx.post(f"{a}/generate", json=SLOW, headers=ASYNC).json()["id"]
     _job(b, job_id, {"queued"}, timeout=10)  # B sees the record written when A accepted it
     error = assert_error(httpx.delete(f"{b}/jobs/{job_id}"), 409, "other_replica")
     assert "another replica" in error["message"]
@@ -120,6 +122,23 @@ def test_another_replicas_running_job_is_followed_not_cancelled(replicas: tuple[
                 assert httpx.delete(f"{a}/jobs/{job_id}").status_code == 200  # only A can cancel it
     assert [e["status"] for e in events] == ["queued", "cancelled"]  # B polls the record until it ends
     assert httpx.delete(f"{b}/jobs/{job_id}").json()["status"] == "cancelled"  # ended: nothing to refuse
+
+
+def test_a_live_replicas_job_reads_alive_elsewhere_for_longer_than_its_lease(replicas: tuple[str, str, Path]) -> None:
+    a, b, _ = replicas
+    job_id = httpx.post(f"{a}/generate", json=SLOW, headers=ASYNC).json()["id"]
+    on_a = _job(a, job_id, {"running"})
+    assert on_a["replica"]["alive"] is True
+    # Past the point where a lease that was not renewed would have lapsed (its term and the clock-skew margin).
+    deadline = time.monotonic() + LEASE_S + 2 + 1
+    while time.monotonic() < deadline:
+        on_b = _job(b, job_id, {"queued", "running", *TERMINAL}, timeout=5)
+        assert on_b["status"] == "queued" and on_b["error"] is None, on_b  # the record, not "failed"
+        assert on_b["replica"] == on_a["replica"], on_b  # the same replica, instance, and alive
+        time.sleep(0.2)
+    assert httpx.delete(f"{a}/jobs/{job_id}").status_code == 200
+    ended = _job(b, job_id, TERMINAL, timeout=30)
+    assert ended["status"] == "cancelled" and ended["replica"]["alive"] is None  # ended: its lease is not asked
 
 
 def test_store_that_cannot_open_fails_startup_with_one_line(

@@ -26,7 +26,8 @@ def job_view(service: Engine, job: Job) -> dict[str, Any]:
 
 @router.get("/{id}", response_model=JobResponse, responses=_JOB_ERRORS, summary="A job's status and progress")
 async def get_job(id: str, service: ServiceDep) -> dict[str, Any]:  # noqa: A002 - the API's name
-    """Any replica answers for any job: another replica's job is read from its record in the shared store."""
+    """Any replica answers for any job: another replica's job is read from its record in the shared store, and reads
+    failed (`replica_lost`) once the process that ran it stopped renewing its lease."""
     return await service.find_job(id)
 
 
@@ -39,7 +40,8 @@ async def get_job(id: str, service: ServiceDep) -> dict[str, Any]:  # noqa: A002
 async def cancel_job(id: str, service: ServiceDep) -> dict[str, Any]:  # noqa: A002
     """Cancels a queued job at once, or interrupts a running one at its next denoising step.
 
-    A job running on another replica answers 409 `other_replica`: only that replica can stop it."""
+    A job running on another replica answers 409 `other_replica`: only that replica can stop it. One that ended
+    there, or whose replica is gone (`replica_lost`), is answered as it ended."""
     return await service.cancel_job(id)
 
 

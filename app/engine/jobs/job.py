@@ -61,6 +61,7 @@ class Job:
     parent_id: str | None = None
     batch_cap: int | None = None  # most of its images one call may hold on this device (admission.py); None: any
     in_call: int = 0  # its images in the pipeline call now running (event loop's count, from the owner's reports)
+    instance: str = ""  # the process that accepted it (heartbeat.py): its record names it, for readers elsewhere
     id: str = field(default_factory=new_id)
     status: JobStatus = JobStatus.QUEUED
     created: float = field(default_factory=time.time)
