@@ -5,8 +5,9 @@ Domain errors, FastAPI's validation errors, routing errors and anything unexpect
     {"error": {"type": "...", "message": "...", "field": "width" | null, "details": [...]}}
 
 Under /v1/ (the OpenAI-compatible API) the same information leaves in OpenAI's shape instead, so the official
-clients raise their usual exceptions: `render_error` is the one place that picks the shape (the auth middleware
-uses it too).
+clients raise their usual exceptions; under /sdapi/ (the AUTOMATIC1111 API) it leaves in A1111's,
+`{"error": type, "detail": message, "field": ..., "errors": details}`, since its clients show `detail`.
+`render_error` is the one place that picks the shape (the auth and body-limit middlewares use it too).
 
 Unexpected exceptions are logged with their traceback and answered with a generic 500 that carries no
 paths or internals.
@@ -30,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 
 OPENAI_PREFIX = "/v1/"
+A1111_PREFIX = "/sdapi/"
 
 # THE table: every error type the engine, the storage and the API raise, and the HTTP status it is answered with.
 STATUS: dict[str, int] = {
@@ -103,9 +105,14 @@ def render_error(
     details: list[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    """One error, in our shape, or in OpenAI's (`{"error": {message, type, param, code}}`) under /v1/."""
+    """One error, in our shape, in OpenAI's (`{"error": {message, type, param, code}}`) under /v1/, or in A1111's
+    (FastAPI's `detail`, beside A1111's own `error` and `errors`, and the field named) under /sdapi/."""
     if path.startswith(OPENAI_PREFIX):
-        body = {"error": {"message": message, "type": _openai_type(status), "param": field, "code": type_}}
+        body: dict[str, Any] = {
+            "error": {"message": message, "type": _openai_type(status), "param": field, "code": type_}
+        }
+    elif path.startswith(A1111_PREFIX):
+        body = {"error": type_, "detail": message, "field": field, "errors": details or []}
     else:
         body = error_body(type_, message, field=field, details=details)
     return JSONResponse(body, status_code=status, headers=headers)
