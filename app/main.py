@@ -9,13 +9,26 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from app.api.a1111.checkpoints import Checkpoints
 from app.api.errors import install_error_handlers
 from app.api.middleware.auth import ApiKeyMiddleware
 from app.api.middleware.body_limit import BodyLimitMiddleware
 from app.api.middleware.large_bodies import LargeBodySlotsMiddleware
 from app.api.middleware.request_log import RequestLogMiddleware
 from app.api.openapi import document_auth
-from app.api.routes import edit, generate, health, images, jobs, metrics, models, openai_images, refine
+from app.api.routes import (
+    a1111_images,
+    a1111_info,
+    edit,
+    generate,
+    health,
+    images,
+    jobs,
+    metrics,
+    models,
+    openai_images,
+    refine,
+)
 from app.config import Settings
 from app.engine import ImageService
 from app.events.factory import build_events
@@ -52,9 +65,11 @@ def create_app(settings: Settings, *, on_fatal: Callable[[], None] | None = None
         lifespan=lifespan,
     )
     app.state.auth_enabled = bool(settings.api_keys)
+    app.state.a1111 = Checkpoints()  # the A1111 surface's current checkpoint and in-flight jobs
     document_auth(app, app.state.auth_enabled)
     install_error_handlers(app)
-    for module in (generate, edit, refine, images, jobs, models, openai_images, metrics, health):
+    routers = (generate, edit, refine, images, jobs, models, openai_images, a1111_images, a1111_info, metrics, health)
+    for module in routers:
         app.include_router(module.router)
     # Order matters: the request log wraps auth, so refused requests are logged too.
     # Inside auth: a refused request is answered 401 without its body being read at all. Innermost, the slots
