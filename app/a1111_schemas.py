@@ -59,7 +59,6 @@ A1111_FIELDS = {
     "num_images": "batch_size",
     "num_inference_steps": "steps",
     "guidance_scale": "cfg_scale",
-    "scheduler": "sampler_name",
     "model": "sd_model_checkpoint",
     "vae": "sd_vae",
     "loras": "prompt",

@@ -16,6 +16,7 @@ paths or internals.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -25,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import Scope
 
+from app.a1111_schemas import A1111_FIELDS
 from app.errors import ServiceError
 
 logger = logging.getLogger(__name__)
@@ -112,10 +114,20 @@ def render_error(
             "error": {"message": message, "type": _openai_type(status), "param": field, "code": type_}
         }
     elif path.startswith(A1111_PREFIX):
-        body = {"error": type_, "detail": message, "field": field, "errors": details or []}
+        # txt2img/img2img become our requests: their errors name the A1111 field the client sent instead.
+        rename = a1111_field if path.endswith(("/txt2img", "/img2img")) else (lambda name: name)
+        named = [{**d, "field": rename(d["field"])} for d in details or []]
+        body = {"error": type_, "detail": message, "field": rename(field), "errors": named}
     else:
         body = error_body(type_, message, field=field, details=details)
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+def a1111_field(field: str | None) -> str | None:
+    """Our field as the A1111 field it was built from ("loras[0].name" -> "prompt", where the tag was)."""
+    if field is None:
+        return None
+    return A1111_FIELDS.get(re.split(r"[.\[]", field, maxsplit=1)[0], field)
 
 
 def _short(value: Any, limit: int = 80) -> str:

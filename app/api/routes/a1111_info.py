@@ -5,15 +5,14 @@ The lists clients only check for (a bot takes a 404 on /cmd-flags for "API unrea
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Request
 
 from app.api.a1111 import progress as progress_view
 from app.api.a1111 import samplers
+from app.api.a1111.bodies import json_object
 from app.api.deps import CheckpointsDep, ServiceDep
-from app.errors import InvalidRequest
 
 router = APIRouter(prefix="/sdapi/v1", tags=["a1111"])
 
@@ -33,12 +32,7 @@ async def get_options(service: ServiceDep, checkpoints: CheckpointsDep) -> Any:
 @router.post("/options", summary="A1111 options: applies sd_model_checkpoint, ignores the rest")
 async def set_options(request: Request, service: ServiceDep, checkpoints: CheckpointsDep) -> Any:
     """Any JSON object, with or without a Content-Type (Open WebUI posts the whole options dict back)."""
-    try:
-        options = json.loads(await request.body() or b"{}")
-    except (ValueError, RecursionError):
-        raise InvalidRequest("body: must be a JSON object of options", field="body") from None
-    if not isinstance(options, dict):
-        raise InvalidRequest("body: must be a JSON object of options", field="body")
+    options = await json_object(request)
     if options.get("sd_model_checkpoint"):
         checkpoints.current = checkpoints.match(service, options["sd_model_checkpoint"])
     return None
