@@ -65,3 +65,29 @@ A1111_FIELDS = {
     "strength": "denoising_strength",
     "image": "init_images",
 }
+
+
+class A1111ErrorDetail(BaseModel):
+    field: str
+    message: str
+
+
+class A1111Error(BaseModel):
+    """An error under /sdapi/: A1111's clients show `detail`."""
+
+    error: str = Field(description="Our error type (invalid_request, unauthorized, queue_full, ...).")
+    detail: str
+    field: str | None = Field(description="The A1111 field at fault, if one is.")
+    errors: list[A1111ErrorDetail]
+
+
+def body_doc(model: type[BaseModel]) -> dict[str, Any]:
+    """The OpenAPI request body of an A1111 route: any JSON object (unknown fields are ignored, numbers may come as
+    strings), with the fields taken listed."""
+    taken = ", ".join(model.model_fields)
+    return {
+        "requestBody": {
+            "required": False,
+            "content": {"application/json": {"schema": {"type": "object", "description": f"Taken: {taken}."}}},
+        }
+    }

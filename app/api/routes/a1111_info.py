@@ -13,8 +13,10 @@ from app.api.a1111 import progress as progress_view
 from app.api.a1111 import samplers
 from app.api.a1111.bodies import json_object
 from app.api.deps import CheckpointsDep, ServiceDep
+from app.api.response_docs import A1111_ERRORS
 
-router = APIRouter(prefix="/sdapi/v1", tags=["a1111"])
+router = APIRouter(prefix="/sdapi/v1", tags=["a1111"], responses=A1111_ERRORS)
+_ANY_OBJECT = {"requestBody": {"required": False, "content": {"application/json": {"schema": {"type": "object"}}}}}
 
 
 @router.get("/options", summary="A1111 options (sd_model_checkpoint: the current model's title)")
@@ -29,7 +31,9 @@ async def get_options(service: ServiceDep, checkpoints: CheckpointsDep) -> Any:
     }
 
 
-@router.post("/options", summary="A1111 options: applies sd_model_checkpoint, ignores the rest")
+@router.post(
+    "/options", summary="A1111 options: applies sd_model_checkpoint, ignores the rest", openapi_extra=_ANY_OBJECT
+)
 async def set_options(request: Request, service: ServiceDep, checkpoints: CheckpointsDep) -> Any:
     """Any JSON object, with or without a Content-Type (Open WebUI posts the whole options dict back)."""
     options = await json_object(request)
