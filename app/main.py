@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from app.api.a1111.checkpoints import Checkpoints
 from app.api.errors import install_error_handlers
 from app.api.middleware.auth import ApiKeyMiddleware
 from app.api.middleware.body_limit import BodyLimitMiddleware
@@ -16,6 +17,8 @@ from app.api.middleware.large_bodies import LargeBodySlotsMiddleware
 from app.api.middleware.request_log import RequestLogMiddleware
 from app.api.openapi import document_auth
 from app.api.routes import (
+    a1111_images,
+    a1111_info,
     edit,
     generate,
     health,
@@ -63,9 +66,11 @@ def create_app(settings: Settings, *, on_fatal: Callable[[], None] | None = None
         lifespan=lifespan,
     )
     app.state.auth_enabled = bool(settings.api_keys)
+    app.state.a1111 = Checkpoints()  # the A1111 surface's current checkpoint and in-flight jobs
     document_auth(app, app.state.auth_enabled)
     install_error_handlers(app)
-    for module in (generate, edit, refine, images, jobs, models, openai_images, openai_edits, metrics, health):
+    routers = (generate, edit, refine, images, jobs, models, openai_images, openai_edits, a1111_images, a1111_info)
+    for module in (*routers, metrics, health):
         app.include_router(module.router)
     # Order matters: the request log wraps auth, so refused requests are logged too.
     # Inside auth: a refused request is answered 401 without its body being read at all. Innermost, the slots

@@ -1,4 +1,4 @@
-"""Annotated dependencies the routes declare: the service and the store live on app.state."""
+"""Annotated dependencies the routes declare: the service, the store and the A1111 surface's state live on app.state."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from app.api.a1111.checkpoints import Checkpoints
 from app.engine import Engine
 from app.storage.base import ImageStore
 
@@ -20,5 +21,11 @@ def get_store(request: Request) -> ImageStore:
     return store
 
 
+def get_checkpoints(request: Request) -> Checkpoints:
+    checkpoints: Checkpoints = request.app.state.a1111
+    return checkpoints
+
+
 ServiceDep = Annotated[Engine, Depends(get_service)]
 StoreDep = Annotated[ImageStore, Depends(get_store)]
+CheckpointsDep = Annotated[Checkpoints, Depends(get_checkpoints)]

@@ -5,8 +5,9 @@ Domain errors, FastAPI's validation errors, routing errors and anything unexpect
     {"error": {"type": "...", "message": "...", "field": "width" | null, "details": [...]}}
 
 Under /v1/ (the OpenAI-compatible API) the same information leaves in OpenAI's shape instead, so the official
-clients raise their usual exceptions: `render_error` is the one place that picks the shape (the auth middleware
-uses it too).
+clients raise their usual exceptions; under /sdapi/ (the AUTOMATIC1111 API) it leaves in A1111's,
+`{"error": type, "detail": message, "field": ..., "errors": details}`, since its clients show `detail`.
+`render_error` is the one place that picks the shape (the auth and body-limit middlewares use it too).
 
 Unexpected exceptions are logged with their traceback and answered with a generic 500 that carries no
 paths or internals.
@@ -15,6 +16,7 @@ paths or internals.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -24,12 +26,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import Scope
 
+from app.a1111_schemas import A1111_FIELDS
 from app.errors import ServiceError
 
 logger = logging.getLogger(__name__)
 
 
 OPENAI_PREFIX = "/v1/"
+A1111_PREFIX = "/sdapi/"
 
 # THE table: every error type the engine, the storage and the API raise, and the HTTP status it is answered with.
 STATUS: dict[str, int] = {
@@ -104,12 +108,27 @@ def render_error(
     details: list[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    """One error, in our shape, or in OpenAI's (`{"error": {message, type, param, code}}`) under /v1/."""
+    """One error, in our shape, in OpenAI's (`{"error": {message, type, param, code}}`) under /v1/, or in A1111's
+    (FastAPI's `detail`, beside A1111's own `error` and `errors`, and the field named) under /sdapi/."""
     if path.startswith(OPENAI_PREFIX):
-        body = {"error": {"message": message, "type": _openai_type(status), "param": field, "code": type_}}
+        body: dict[str, Any] = {
+            "error": {"message": message, "type": _openai_type(status), "param": field, "code": type_}
+        }
+    elif path.startswith(A1111_PREFIX):
+        # txt2img/img2img become our requests: their errors name the A1111 field the client sent instead.
+        rename = a1111_field if path.endswith(("/txt2img", "/img2img")) else (lambda name: name)
+        named = [{**d, "field": rename(d["field"])} for d in details or []]
+        body = {"error": type_, "detail": message, "field": rename(field), "errors": named}
     else:
         body = error_body(type_, message, field=field, details=details)
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+def a1111_field(field: str | None) -> str | None:
+    """Our field as the A1111 field it was built from ("loras[0].name" -> "prompt", where the tag was)."""
+    if field is None:
+        return None
+    return A1111_FIELDS.get(re.split(r"[.\[]", field, maxsplit=1)[0], field)
 
 
 def _short(value: Any, limit: int = 80) -> str:

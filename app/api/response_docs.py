@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.a1111_schemas import A1111Error
 from app.schemas import ErrorResponse, ImageResponse, JobResponse
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -23,4 +24,17 @@ IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
     409: {"model": ErrorResponse, "description": "The job was cancelled"},
     429: {"model": ErrorResponse, "description": "Queue full; retry after `Retry-After` seconds"},
     **ERRORS,
+}
+
+# Under /sdapi/: the same statuses, in A1111's error shape (app.api.errors.render_error).
+A1111_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": A1111Error, "description": "Missing or wrong key (HTTP Basic: the key as password)"},
+    413: {"model": A1111Error, "description": "Body over SDXL_MAX_BODY_BYTES (SDXL_MAX_UPLOAD_BYTES with images)"},
+    422: {"model": A1111Error, "description": "Invalid request; `field` names the A1111 field"},
+    503: {"model": A1111Error, "description": "Not ready, shutting down, queue timeout or out of memory"},
+}
+A1111_IMAGE_ERRORS: dict[int | str, dict[str, Any]] = {
+    409: {"model": A1111Error, "description": "Interrupted (POST /sdapi/v1/interrupt) or cancelled"},
+    429: {"model": A1111Error, "description": "Queue full; retry after `Retry-After` seconds"},
+    **A1111_ERRORS,
 }

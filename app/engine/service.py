@@ -380,6 +380,14 @@ class ImageService:
         """A stored image's PNG (raises NotFound)."""
         return await self.store.get(image_id)
 
+    async def image_text(self, data: str | bytes, field: str = "image") -> dict[str, str]:
+        """An image's text chunks (A1111's `parameters` among them): base64 from a request, or a stored PNG's bytes."""
+        return await self.inputs.text(data, field)
+
+    def active(self) -> list[View]:
+        """This replica's jobs that have not ended, oldest first (the loop's own objects: safe to read here)."""
+        return [self.view(job) for job in self.jobs.active()]
+
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """One answered HTTP request, by route template (never the raw path: label cardinality)."""
         self.metrics.requests.labels(route, method, str(status)).inc()

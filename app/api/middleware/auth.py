@@ -2,18 +2,21 @@
 
 Being middleware (not a per-route dependency) means every route, /docs and unknown paths included, is
 covered without anyone remembering to add it. The key is accepted as `Authorization: <key>`,
-`Authorization: Bearer <key>` or `X-API-Key: <key>` — the last lets dstack's own token travel in
-`Authorization` at the same time. Keys are compared in constant time.
+`Authorization: Bearer <key>`, `X-API-Key: <key>` — the last lets dstack's own token travel in
+`Authorization` at the same time — or as the password of HTTP Basic (`Authorization: Basic`, any user name), which
+is how AUTOMATIC1111's `--api-auth` clients send it. Keys are compared in constant time.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.api.errors import render_error, route_path
+from app.api.errors import A1111_PREFIX, render_error, route_path
 
 PUBLIC_PATHS = frozenset({"/health", "/ready"})
 
@@ -25,8 +28,19 @@ def _candidates(headers: Headers) -> list[str]:
     if authorization := headers.get("authorization"):
         authorization = authorization.strip()
         scheme, _, rest = authorization.partition(" ")
-        found.append(rest.strip() if scheme.lower() == "bearer" else authorization)
+        if scheme.lower() == "basic":
+            found.extend(_basic_password(rest.strip()))
+        else:
+            found.append(rest.strip() if scheme.lower() == "bearer" else authorization)
     return found
+
+
+def _basic_password(credentials: str) -> list[str]:
+    try:
+        _, colon, password = base64.b64decode(credentials, validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return []
+    return [password] if colon else []
 
 
 def key_matches(presented: list[str], keys: tuple[str, ...]) -> bool:
@@ -50,11 +64,14 @@ class ApiKeyMiddleware:
         if key_matches(_candidates(Headers(scope=scope)), self.keys):
             await self.app(scope, receive, send)
             return
+        path = route_path(scope)
+        # A1111 clients answer a Basic challenge; everyone else is told about the Bearer key.
+        scheme = "Basic" if path.startswith(A1111_PREFIX) else "Bearer"
         response = render_error(
-            route_path(scope),
+            path,
             401,
             "unauthorized",
-            "missing or invalid API key: send Authorization, Bearer or X-API-Key",
-            headers={"WWW-Authenticate": 'Bearer realm="sdxl-serve"'},
+            "missing or invalid API key: send Authorization, Bearer, X-API-Key or Basic with the key as password",
+            headers={"WWW-Authenticate": f'{scheme} realm="sdxl-serve"'},
         )
         await response(scope, receive, send)

@@ -11,7 +11,8 @@ from app.schemas import Img2ImgRequest, InpaintRequest
 
 router = APIRouter(tags=["images"])
 
-UPLOAD_ROUTES = ("/img2img", "/inpaint", "/generate")  # bodies that may carry images: SDXL_MAX_UPLOAD_BYTES
+# Bodies that may carry images: SDXL_MAX_UPLOAD_BYTES.
+UPLOAD_ROUTES = ("/img2img", "/inpaint", "/generate", "/sdapi/v1/img2img", "/sdapi/v1/png-info")
 
 
 async def _run(body: Img2ImgRequest, request: Request, service: ServiceDep) -> Response:

@@ -16,6 +16,7 @@ import io
 from PIL import Image, UnidentifiedImageError
 
 from app.config import Settings
+from app.engine.images.metadata import text_chunks
 from app.errors import InvalidRequest, NotFound
 from app.storage.base import ImageStore
 from app.storage.ids import check_id
@@ -97,6 +98,21 @@ class Inputs:
         except NotFound as exc:
             raise NotFound(exc.message, field=f"{field}_id") from None
         return await asyncio.to_thread(self._open, data, f"{field}_id", mode)
+
+    async def text(self, data: str | bytes, field: str) -> dict[str, str]:
+        """An image's text chunks: of an upload (base64, checked like every upload) or of one of our own PNGs."""
+
+        def read() -> dict[str, str]:
+            raw = data if isinstance(data, bytes) else decode_base64(data, field, self.settings.max_upload_bytes)
+            try:
+                with Image.open(io.BytesIO(raw), formats=FORMATS) as image:
+                    return text_chunks(image)
+            except UnidentifiedImageError:
+                raise InvalidRequest(f"{field} must be a PNG, JPEG or WebP image", field=field) from None
+            except (OSError, SyntaxError, ValueError):
+                raise InvalidRequest(f"{field} could not be read as an image (corrupt header)", field=field) from None
+
+        return await asyncio.to_thread(read)
 
     async def stored(self, image_id: str) -> Image.Image:
         """One of our own PNGs (to refine): trusted, so decoded without the upload checks."""

@@ -97,6 +97,11 @@ def encode_png(image: Image.Image, provenance: Provenance) -> bytes:
     return buffer.getvalue()
 
 
+def text_chunks(image: Image.Image) -> dict[str, str]:
+    """An opened image's text chunks (`parameters` among them), from its header: no pixel is decoded."""
+    return {key: value for key, value in image.info.items() if isinstance(key, str) and isinstance(value, str)}
+
+
 def read_provenance(png: bytes) -> dict[str, Any]:
     with Image.open(io.BytesIO(png)) as image:
         text = image.text  # type: ignore[attr-defined]

@@ -25,7 +25,7 @@ KEY = "k"
 PUBLIC = {"/health", "/ready"}
 # Routes that exist today; the walk must find at least these, so a broken walk cannot pass by finding nothing.
 KNOWN = {"/generate", "/refine", "/download/{id}", "/images/{id}", "/jobs/{id}", "/jobs/{id}/events", "/metrics"}
-KNOWN |= {"/docs", "/openapi.json", "/redoc"}
+KNOWN |= {"/docs", "/openapi.json", "/redoc", "/sdapi/v1/txt2img", "/sdapi/v1/options", "/sdapi/v1/progress"}
 ANY_ID = "0" * 32
 
 
@@ -69,6 +69,10 @@ def test_every_non_public_route_refuses_without_a_key(secured: LiveServer) -> No
                 error = r.json()["error"]
                 assert set(error) == {"message", "type", "param", "code"}, error
                 assert error["code"] == "unauthorized", error
+            elif path.startswith("/sdapi/"):  # the A1111 routes answer in A1111's, with a Basic challenge
+                body = r.json()
+                assert set(body) == {"error", "detail", "field", "errors"} and body["error"] == "unauthorized", body
+                assert r.headers["www-authenticate"].startswith("Basic "), r.headers
             else:
                 assert_error(r, 401, "unauthorized")
 

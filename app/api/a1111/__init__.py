@@ -1,0 +1,1 @@
+"""The AUTOMATIC1111 surface's translation: its names, bodies and answers onto ours (routes/a1111_*.py use it)."""
