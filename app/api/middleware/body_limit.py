@@ -47,8 +47,7 @@ def json_tokens(chunk: bytes) -> int:
 
 
 def is_json(headers: Headers) -> bool:
-    # Counted without a Content-Type too: FastAPI parses such a body as JSON unless its content type is strict,
-    # and clients such as Dify send JSON so.
+    # Counted without a Content-Type too: the A1111 surface parses such a body as JSON (Dify sends JSON so).
     content_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
     return not content_type or content_type.endswith(("/json", "+json"))
 
