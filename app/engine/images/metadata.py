@@ -17,6 +17,8 @@ from typing import Any
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from app.engine.models.samplers import a1111_label
+
 METADATA_KEY = "sdxl-serve"
 _PACKAGES = ("sdxl-serve", "diffusers", "torch", "transformers")
 
@@ -64,7 +66,7 @@ def _one_line(text: str) -> str:
 def _a1111_parameters(p: Provenance) -> str:
     fields = [
         f"Steps: {p.steps}",
-        f"Sampler: {p.scheduler}",
+        f"Sampler: {a1111_label(p.scheduler)}",
         f"CFG scale: {p.guidance_scale:g}",
         f"Seed: {p.seed}",
         f"Size: {p.width}x{p.height}",

@@ -32,6 +32,30 @@ _LABELS = {
     "dpm++ 2m": "dpmpp_2m",
     "dpm++ 2m karras": "dpmpp_2m_karras",
 }
+# What A1111 calls each, for the `Sampler:` of a PNG's parameters text (its tools, and civitai, read that label).
+A1111_LABELS = {
+    "euler": "Euler",
+    "euler_a": "Euler a",
+    "heun": "Heun",
+    "dpmpp_2m": "DPM++ 2M",
+    "dpmpp_2m_karras": "DPM++ 2M Karras",
+    "ddim": "DDIM",
+    "unipc": "UniPC",
+}
+# A model's own scheduler (no `scheduler` asked for) is known by its class.
+_CLASS_LABELS = {
+    "EulerDiscreteScheduler": "Euler",
+    "EulerAncestralDiscreteScheduler": "Euler a",
+    "HeunDiscreteScheduler": "Heun",
+    "DPMSolverMultistepScheduler": "DPM++ 2M",
+    "DDIMScheduler": "DDIM",
+    "UniPCMultistepScheduler": "UniPC",
+}
+
+
+def a1111_label(name: str) -> str:
+    """A1111's label for one of our names or a diffusers scheduler class; anything else as it is."""
+    return A1111_LABELS.get(name) or _CLASS_LABELS.get(name) or name
 
 
 def canonical(name: str, field_name: str = "scheduler") -> str:

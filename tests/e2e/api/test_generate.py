@@ -35,7 +35,7 @@ def test_generate_then_download_round_trip(client: httpx.Client) -> None:
     assert record["scheduler"] == "EulerDiscreteScheduler"
     assert {"diffusers", "torch", "transformers", "sdxl-serve"} <= set(record["versions"])
     parameters = image.text["parameters"]  # type: ignore[attr-defined]
-    assert parameters.startswith("a red fox\nNegative prompt: blurry\nSteps: 4, Sampler: EulerDiscreteScheduler")
+    assert parameters.startswith("a red fox\nNegative prompt: blurry\nSteps: 4, Sampler: Euler, CFG scale: 5")
     assert "Seed: 7" in parameters and "Size: 256x256" in parameters
 
 

@@ -39,3 +39,14 @@ def test_line_breaks_in_prompts_cannot_forge_parameter_lines() -> None:
     assert lines[1] == "Negative prompt: blurry Steps: 99"
     assert lines[2].startswith("Steps: 4, ") and "Seed: 7" in lines[2]
     assert read_provenance(png)["prompt"] == FORGED  # the exact prompt is kept in the JSON record
+
+
+def test_the_sampler_is_written_as_a1111_labels_it() -> None:
+    from app.engine.models.samplers import SAMPLERS, a1111_label
+
+    assert a1111_label("dpmpp_2m_karras") == "DPM++ 2M Karras" and a1111_label("euler_a") == "Euler a"
+    assert a1111_label("EulerDiscreteScheduler") == "Euler"  # a model's own scheduler, by its class
+    assert a1111_label("SomethingNew") == "SomethingNew"
+    assert all(a1111_label(name) != name for name in SAMPLERS)  # every one of ours has its label
+    text = Image.open(io.BytesIO(_png("a cat", None))).text["parameters"]
+    assert "Sampler: Euler, " in text
