@@ -237,6 +237,26 @@ class Settings(BaseSettings):
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
+    # --- connections (app/server/connections.py; nginx's defaults) -----------------------------------------------
+    header_timeout_s: float = Field(
+        60.0,
+        ge=1,
+        le=3600,
+        description="A request head (request line and headers) must arrive whole this long after the connection "
+        "opened or its previous response ended; otherwise 408 and the connection is closed.",
+    )
+    body_timeout_s: float = Field(
+        60.0, ge=1, le=3600, description="Longest a request body may stall between two reads; then 408 and closed."
+    )
+    max_connections: int = Field(
+        1000,
+        ge=16,
+        le=1_000_000,
+        description="Open connections at most. Past it the oldest connection waiting for a request head is closed "
+        "(or the new one refused, 503, when every connection has a request in progress). Kept 128 below the "
+        "process's open-file limit.",
+    )
+
     @field_validator("model", "refiner_model")
     @classmethod
     def _not_blank(cls, value: str | None) -> str | None:

@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import app.main
     from app.config import Settings
+    from app.server.config import server_config
     from app.storage.local import LocalImageStore
 
     counting: list[CountingStore] = []
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             await elsewhere.open()
             await elsewhere.put_record(f"jobs/{job_id}.json", json.dumps(_remote_job(job_id, instance)).encode())
             renewing = asyncio.create_task(renew_forever())
-            config = uvicorn.Config(app.main.create_app(settings), host=HOST, port=0, log_level="warning")
+            config = server_config(app.main.create_app(settings), settings, host=HOST, port=0, log_level="warning")
             server = uvicorn.Server(config)
             thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
             thread.start()

@@ -157,6 +157,7 @@ def main() -> None:
 
     from app.config import Settings, is_loopback
     from app.main import create_app
+    from app.server.config import server_config
 
     parser = argparse.ArgumentParser(prog="python -m bench.server")
     parser.add_argument("settings", help="Settings values as a JSON object")
@@ -180,10 +181,7 @@ def main() -> None:
             "torch_threads": torch.get_num_threads(),
         }
 
-    config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_config=None, access_log=False, timeout_graceful_shutdown=30
-    )
-    uvicorn.Server(config).run()
+    uvicorn.Server(server_config(app, settings, timeout_graceful_shutdown=30)).run()
 
 
 if __name__ == "__main__":

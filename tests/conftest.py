@@ -18,7 +18,8 @@ import uvicorn
 from app.config import Settings
 from app.engine.models.tiny.build import ensure_tiny_models
 from app.main import create_app
-from app.serving import GracefulServer
+from app.server.config import server_config
+from app.server.graceful import GracefulServer
 from tests.s3_server import s3_server  # noqa: F401 - the session's real S3 server (SeaweedFS), for any test
 
 
@@ -61,7 +62,7 @@ class LiveServer:
 def start_server(settings: Settings, wait_ready: bool = True) -> LiveServer:
     app = create_app(settings)
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on")
+    config = server_config(app, settings, host="127.0.0.1", port=port, lifespan="on")
     server = GracefulServer(config)
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
     thread.start()

@@ -56,10 +56,9 @@ def serve(args: argparse.Namespace) -> int:
         print(f"sdxl-serve: {problem}", file=sys.stderr)
         return EXIT_CONFIG
 
-    import uvicorn
-
     from app.main import create_app
-    from app.serving import GracefulServer
+    from app.server.config import server_config
+    from app.server.graceful import GracefulServer
 
     failed = False
 
@@ -69,14 +68,7 @@ def serve(args: argparse.Namespace) -> int:
         server.should_exit = True
 
     app = create_app(settings, on_fatal=on_fatal)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 1,
-    )
+    config = server_config(app, settings)
     server = GracefulServer(config)
     # uvicorn re-raises SIGTERM/SIGINT to the previous handler after its graceful shutdown; with the default
     # handler the process would then die by the signal. A graceful stop is a success: exit 0.

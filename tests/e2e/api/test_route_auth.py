@@ -14,10 +14,11 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-import uvicorn
 
+from app.config import Settings
 from app.main import create_app
-from app.serving import GracefulServer
+from app.server.config import server_config
+from app.server.graceful import GracefulServer
 from tests.conftest import LiveServer, free_port, start_server, tiny_settings
 from tests.helpers import assert_error
 
@@ -131,11 +132,11 @@ def test_tricks_do_not_reach_a_protected_route(
     assert b'"id"' not in body
 
 
-def _start_under_root_path(app: Any, root_path: str) -> tuple[str, GracefulServer, threading.Thread]:
+def _start_under_root_path(
+    app: Any, settings: Settings, root_path: str
+) -> tuple[str, GracefulServer, threading.Thread]:
     port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on", root_path=root_path
-    )
+    config = server_config(app, settings, host="127.0.0.1", port=port, lifespan="on", root_path=root_path)
     server = GracefulServer(config)
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
     thread.start()
@@ -153,8 +154,8 @@ def _start_under_root_path(app: Any, root_path: str) -> tuple[str, GracefulServe
 
 
 def test_root_path_does_not_open_a_way_around_auth(model_cache: Path, tmp_path: Path) -> None:
-    app = create_app(tiny_settings(model_cache, tmp_path, generation_auth_key=KEY))
-    url, server, thread = _start_under_root_path(app, "/api")
+    settings = tiny_settings(model_cache, tmp_path, generation_auth_key=KEY)
+    url, server, thread = _start_under_root_path(create_app(settings), settings, "/api")
     try:
         # uvicorn's root_path is the prefix a proxy already stripped: it is prepended to the path the app sees.
         assert httpx.get(f"{url}/health", timeout=10).status_code == 200

@@ -1,4 +1,4 @@
-"""Running the app under uvicorn with a graceful stop that starts at the signal, not after it."""
+"""uvicorn with a graceful stop that starts at the signal, not after it."""
 
 from __future__ import annotations
 
