@@ -31,7 +31,7 @@ from app.api.routes import (
     openai_images,
     refine,
 )
-from app.config import Settings
+from app.config import TINY_MODELS, Settings
 from app.engine import ImageService
 from app.events.factory import build_events
 from app.storage.factory import build_store
@@ -72,7 +72,7 @@ def create_app(settings: Settings, *, on_fatal: Callable[[], None] | None = None
     )
     app.state.auth_enabled = bool(settings.api_keys)
     app.state.a1111 = Checkpoints()  # the A1111 surface's current checkpoint and in-flight jobs
-    document_auth(app, app.state.auth_enabled)
+    document_auth(app, app.state.auth_enabled, family="tiny" if settings.model in TINY_MODELS else "sdxl")
     install_error_handlers(app)
     routers = (generate, edit, refine, images, jobs, models, openai_images, openai_edits, a1111_images, a1111_info)
     for module in (*routers, metrics, health):
