@@ -278,7 +278,11 @@ class ModelInfo(BaseModel):
     family: str = Field(description="sdxl or tiny; LoRAs, VAEs and ControlNets fit models of their family.")
     pinned: bool = Field(description="The default model: loaded at startup, never evicted.")
     loaded: bool
-    location: Literal["device", "cpu", "disk"] = Field(description="Where the weights are now.")
+    location: Literal["device", "cpu", "disk", "not_downloaded", "not_built", "missing"] = Field(
+        description="Where the weights are now: loaded on the device or parked in CPU memory; else on this machine's "
+        "disk, or not_downloaded (a hub model not in the hub cache: a request for it fetches it only with "
+        "SDXL_DOWNLOAD_MODELS=true), not_built (a tiny model, built on first use) or missing (no such directory)."
+    )
     bytes: int | None = Field(description="Bytes of its weights once loaded (shared modules count once).")
     hits: int = Field(description="Requests that found it on the device.")
     misses: int = Field(description="Requests that had to load it or bring it back from the CPU tier.")
