@@ -4,8 +4,8 @@ FastAPI's own /docs page loads Swagger UI from a CDN and starts it with an inlin
 blank, and a Content-Security-Policy that allows only the service itself would block the inline script. Here the
 files come from the `fastapi-offline` package (Swagger UI's dist files, refreshed with its releases; only the files
 are used) and the start-up code is one more static script, which reads the schema's URL from the page. So the page
-holds no inline code and its policy is one constant string; a CSP hash of an inline script would instead change with
-every root path baked into the script.
+holds no inline code and its policy is one constant string; a CSP hash of an inline script would have to be kept in
+step with every edit of the script, and would tie the script's text to the policy's.
 
 There is no /redoc: Swagger UI reads the same schema and also has "Try it out" and the Authorize button, and ReDoc
 would be a second megabyte of JavaScript to keep current (its styles are injected inline, which `style-src 'self'`
@@ -80,8 +80,11 @@ router = APIRouter(include_in_schema=False)
 
 @router.get(DOCS_PATH)
 async def swagger_ui(request: Request) -> HTMLResponse:
-    root = escape(str(request.scope.get("root_path", "")).rstrip("/"))
-    page = _PAGE.format(title=escape(request.app.title), assets=root + ASSETS_PREFIX, openapi=root + OPENAPI_PATH)
+    # Relative references: they resolve under whatever prefix a proxy serves the page at (dstack's
+    # /proxy/services/<project>/<run>/ strips its prefix before we see the request, so no root_path names it).
+    page = _PAGE.format(
+        title=escape(request.app.title), assets=ASSETS_PREFIX.lstrip("/"), openapi=OPENAPI_PATH.lstrip("/")
+    )
     return HTMLResponse(page, headers={"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff"})
 
 
