@@ -9,9 +9,11 @@ dictionary".
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel
 
 # Errors whose message becomes the field's rule (bounds, steps, lengths, and a wrong type where a number is due).
 _BOUNDS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "multiple_of", "finite_number"}
@@ -35,13 +37,14 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
-def _resolve(schema: dict[str, Any] | None, openapi: dict[str, Any]) -> dict[str, Any] | None:
-    """Follow $ref and take the non-null branch of an Optional's anyOf."""
+def _resolve(schema: dict[str, Any] | None, document: dict[str, Any]) -> dict[str, Any] | None:
+    """Follow $ref (an OpenAPI component, or a model's own $defs) and take the non-null branch of an Optional."""
+    definitions = {**document.get("$defs", {}), **document.get("components", {}).get("schemas", {})}
     for _ in range(8):
         if schema is None:
             return None
         if ref := schema.get("$ref"):
-            schema = openapi.get("components", {}).get("schemas", {}).get(str(ref).rsplit("/", 1)[-1])
+            schema = definitions.get(str(ref).rsplit("/", 1)[-1])
         elif choices := schema.get("anyOf"):
             schema = next((c for c in choices if c.get("type") != "null"), None)
         else:
@@ -55,12 +58,18 @@ def field_schema(openapi: dict[str, Any], path: str, method: str, loc: tuple[Any
         return None
     operation = openapi.get("paths", {}).get(path, {}).get(method.lower(), {})
     content = operation.get("requestBody", {}).get("content", {})
-    schema = _resolve(content.get("application/json", {}).get("schema"), openapi)
-    for part in loc[1:]:
+    return field_schema_in(content.get("application/json", {}).get("schema"), openapi, loc[1:])
+
+
+def field_schema_in(
+    schema: dict[str, Any] | None, document: dict[str, Any], loc: tuple[Any, ...]
+) -> dict[str, Any] | None:
+    schema = _resolve(schema, document)
+    for part in loc:
         if schema is None:
             return None
         key = "items" if isinstance(part, int) else None
-        schema = _resolve(schema.get(key) if key else schema.get("properties", {}).get(part), openapi)
+        schema = _resolve(schema.get(key) if key else schema.get("properties", {}).get(part), document)
     return schema
 
 
@@ -87,6 +96,23 @@ def rule(schema: dict[str, Any]) -> str | None:
         *([f"less than {_number(below)}"] if below is not None else []),
     ]
     return " ".join([noun, " and ".join(bounds)]) if bounds else (noun if step else None)
+
+
+def with_rules(model: type[BaseModel], errors: list[Any]) -> list[Any]:
+    """A model's validation errors with each bound's message replaced by the field's whole rule, for the surfaces that
+    validate our models themselves (OpenAI's, A1111's) and then rename the fields to their own."""
+    document = _json_schema(model)
+    rewritten = []
+    for err in errors:
+        schema = field_schema_in(document, document, tuple(err.get("loc", ())))
+        text = rule(schema) if schema is not None and err.get("type") in _BOUNDS | _LENGTHS else None
+        rewritten.append({**err, "msg": text} if text else err)
+    return rewritten
+
+
+@cache
+def _json_schema(model: type[BaseModel]) -> dict[str, Any]:
+    return model.model_json_schema()
 
 
 def _got(err: dict[str, Any]) -> str:

@@ -196,3 +196,21 @@ def test_an_unavailable_model_says_what_a_caller_can_do(client: httpx.Client) ->
     message = assert_error(r, 503, "model_load_failed")["message"]
     assert "local_files_only" not in message and "/" not in message  # no option, path or hub id to act on
     assert "SDXL_DOWNLOAD_MODELS=true" in message
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "message"),
+    [
+        ("/v1/images/generations", {"n": 9}, "n: num_images: an integer between 1 and 8, got 9"),
+        ("/v1/images/generations", {"guidance": 31}, "guidance: guidance_scale: a number between 0 and 30, got 31.0"),
+        ("/sdapi/v1/txt2img", {"cfg_scale": 31}, "cfg_scale: a number between 0 and 30, got 31.0"),
+        ("/sdapi/v1/txt2img", {"steps": 101}, "steps: an integer between 1 and 100, got 101"),
+    ],
+)
+def test_the_openai_and_a1111_surfaces_state_the_whole_rule_too(
+    client: httpx.Client, path: str, body: dict[str, Any], message: str
+) -> None:
+    r = client.post(path, json={"prompt": "p", **body})
+    assert r.status_code == 422, r.text
+    said = r.json()["error"]["message"] if path.startswith("/v1/") else r.json()["detail"]
+    assert said == message
