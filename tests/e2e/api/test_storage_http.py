@@ -48,8 +48,7 @@ def test_disk_full_is_507_leaves_nothing_and_recovers(
                 assert time.monotonic() < deadline
                 time.sleep(0.02)
             assert failed["status"] == "failed" and failed["error"]["type"] == "storage_full"
-            # No image, no record, no partial write; only this replica's lease, written at startup before the disk
-            # filled.
+            # No image, no record, no partial write; only the replica lease, written at startup before the disk filled.
             left = [p.relative_to(images).as_posix() for p in images.rglob("*") if p.is_file()]
             assert [name for name in left if not name.startswith(".records/replicas/")] == [], left
             assert not [name for name in left if ".tmp-" in name], left
