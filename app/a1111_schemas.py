@@ -13,6 +13,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app import schema_examples as examples
+
 # Longer than our prompt limit on purpose: a long prompt is answered by GenerateRequest's own message.
 Text = Annotated[str | None, Field(None, max_length=20_000)]
 Label = Annotated[str | None, Field(None, max_length=256)]
@@ -20,7 +22,7 @@ Base64 = Annotated[str, Field(max_length=64 * 1024 * 1024)]  # the upload body l
 
 
 class A1111Txt2Img(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [examples.A1111_TXT2IMG]})
 
     prompt: Text = ""
     negative_prompt: Text
@@ -42,6 +44,8 @@ class A1111Txt2Img(BaseModel):
 
 
 class A1111Img2Img(A1111Txt2Img):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.A1111_IMG2IMG]})
+
     init_images: list[Base64] | None = Field(None, max_length=16, description="The first one is redrawn.")
     mask: Base64 | None = Field(None, description="White: repaint, black: keep.")
     inpainting_mask_invert: float | None = None
@@ -49,7 +53,7 @@ class A1111Img2Img(A1111Txt2Img):
 
 
 class A1111PngInfo(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [examples.A1111_PNG_INFO]})
 
     image: Base64 = Field(description="Base64 PNG (a data: URL prefix is fine).")
 
@@ -85,9 +89,7 @@ def body_doc(model: type[BaseModel]) -> dict[str, Any]:
     """The OpenAPI request body of an A1111 route: any JSON object (unknown fields are ignored, numbers may come as
     strings), with the fields taken listed."""
     taken = ", ".join(model.model_fields)
-    return {
-        "requestBody": {
-            "required": False,
-            "content": {"application/json": {"schema": {"type": "object", "description": f"Taken: {taken}."}}},
-        }
-    }
+    schema: dict[str, Any] = {"type": "object", "description": f"Taken: {taken}."}
+    if isinstance(extra := model.model_config.get("json_schema_extra"), dict) and "examples" in extra:
+        schema["examples"] = extra["examples"]
+    return {"requestBody": {"required": False, "content": {"application/json": {"schema": schema}}}}

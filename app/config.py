@@ -225,6 +225,12 @@ class Settings(BaseSettings):
     allow_unauthenticated: bool = Field(
         False, description="Allow serving without GENERATION_AUTH_KEY on a non-loopback address."
     )
+    docs: Literal["public", "protected", "off"] = Field(
+        "public",
+        description="/docs (Swagger UI, its files served by the service itself) and /openapi.json: public, even "
+        "with a key (they describe the API and hold no secret); protected: they need the key like every other "
+        "route (a browser is asked for it as a Basic password); off: not served.",
+    )
     public_url: str | None = Field(
         None,
         description="The base URL clients reach this service at (e.g. https://sdxl.example.com), for the URLs of "

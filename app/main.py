@@ -19,6 +19,7 @@ from app.api.openapi import document_auth
 from app.api.routes import (
     a1111_images,
     a1111_info,
+    docs,
     edit,
     generate,
     health,
@@ -30,7 +31,7 @@ from app.api.routes import (
     openai_images,
     refine,
 )
-from app.config import Settings
+from app.config import TINY_MODELS, Settings
 from app.engine import ImageService
 from app.events.factory import build_events
 from app.storage.factory import build_store
@@ -64,14 +65,20 @@ def create_app(settings: Settings, *, on_fatal: Callable[[], None] | None = None
         summary="A small, secure Stable Diffusion XL image service.",
         version="0.1.0",
         lifespan=lifespan,
+        # FastAPI's own pages load Swagger UI from a CDN; routes/docs.py serves it from the service (SDXL_DOCS).
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None if settings.docs == "off" else docs.OPENAPI_PATH,
     )
     app.state.auth_enabled = bool(settings.api_keys)
     app.state.a1111 = Checkpoints()  # the A1111 surface's current checkpoint and in-flight jobs
-    document_auth(app, app.state.auth_enabled)
+    document_auth(app, app.state.auth_enabled, family="tiny" if settings.model in TINY_MODELS else "sdxl")
     install_error_handlers(app)
     routers = (generate, edit, refine, images, jobs, models, openai_images, openai_edits, a1111_images, a1111_info)
     for module in (*routers, metrics, health):
         app.include_router(module.router)
+    if settings.docs != "off":
+        app.include_router(docs.router)
     # Order matters: the request log wraps auth, so refused requests are logged too.
     # Inside auth: a refused request is answered 401 without its body being read at all. Innermost, the slots
     # for large bodies: a body refused for its size or by auth never takes one.
@@ -88,6 +95,6 @@ def create_app(settings: Settings, *, on_fatal: Callable[[], None] | None = None
         upload_bytes=settings.max_upload_bytes,
         upload_paths=edit.UPLOAD_ROUTES + openai_edits.EDIT_ROUTES,
     )
-    app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys)
+    app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys, public_docs=settings.docs == "public")
     app.add_middleware(RequestLogMiddleware)
     return app

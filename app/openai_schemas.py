@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app import schema_examples as examples
 from app.config import MAX_SIDE
 from app.schemas import MAX_NUM_IMAGES, MAX_PROMPT_CHARS
 
@@ -93,7 +94,7 @@ class OpenAIOptions(BaseModel):
 
 
 class OpenAIImageRequest(OpenAIOptions):
-    pass
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.OPENAI_GENERATE]})
 
 
 class OpenAIEditRequest(OpenAIOptions):

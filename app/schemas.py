@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from app import schema_examples as examples
 from app.config import MAX_SIDE, MAX_STEPS
 from app.storage.ids import ID_PATTERN
 
@@ -66,11 +67,15 @@ class LoraRef(_Request):
 
 class ControlNetRef(_Request):
     name: Name = Field(description="A ControlNet from GET /models (`controlnets`).")
-    image: Base64Image = Field(description="The control image (base64), resized to the output size.")
+    image: Base64Image = Field(
+        description="The control image (base64), resized to the output size.", examples=[examples.IMAGE_PNG_B64]
+    )
     conditioning_scale: float = Field(1.0, ge=0.0, le=2.0)
 
 
 class EnsembleRefine(_Request):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.ENSEMBLE]})
+
     mode: Literal["ensemble"] = Field(description="Ensemble of experts: the refiner finishes the base's denoising.")
     high_noise_frac: float = Field(0.8, gt=0.0, lt=1.0, description="Where the base hands over to the refiner.")
 
@@ -98,6 +103,9 @@ class PictureRequest(_Request):
 
 
 class GenerateRequest(PictureRequest):
+    # Each request model's example runs as it is on any served model: /docs' "Try it out" starts from it.
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.GENERATE]})
+
     width: Side
     height: Side
     num_images: int = Field(
@@ -110,6 +118,8 @@ class GenerateRequest(PictureRequest):
 
 
 class Img2ImgRequest(PictureRequest):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.IMG2IMG]})
+
     image: Base64Image | None = Field(None, description="The input image, base64; or give `image_id`.")
     image_id: str | None = Field(None, pattern=ID_PATTERN, description="A stored image as input; or give `image`.")
     strength: float = Field(
@@ -126,6 +136,8 @@ class Img2ImgRequest(PictureRequest):
 
 
 class InpaintRequest(Img2ImgRequest):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.INPAINT]})
+
     mask: Base64Image | None = Field(None, description="Mask, base64 (white: repaint, black: keep); or `mask_id`.")
     mask_id: str | None = Field(None, pattern=ID_PATTERN, description="A stored image as the mask; or give `mask`.")
     strength: float = Field(0.99, gt=0.0, le=1.0, description="1.0 ignores the masked area's content.")
@@ -142,6 +154,8 @@ def _exactly_one(a: object, b: object, name_a: str, name_b: str) -> None:
 
 
 class RefineRequest(_Request):
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.REFINE]})
+
     id: str = Field(pattern=ID_PATTERN, description="Id of a stored image to refine.")
     prompt: Prompt
     negative_prompt: OptionalPrompt
@@ -264,7 +278,11 @@ class ModelInfo(BaseModel):
     family: str = Field(description="sdxl or tiny; LoRAs, VAEs and ControlNets fit models of their family.")
     pinned: bool = Field(description="The default model: loaded at startup, never evicted.")
     loaded: bool
-    location: Literal["device", "cpu", "disk"] = Field(description="Where the weights are now.")
+    location: Literal["device", "cpu", "disk", "not_downloaded", "not_built", "missing"] = Field(
+        description="Where the weights are now: loaded on the device or parked in CPU memory; else on this machine's "
+        "disk, or not_downloaded (a hub model not in the hub cache: a request for it fetches it only with "
+        "SDXL_DOWNLOAD_MODELS=true), not_built (a tiny model, built on first use) or missing (no such directory)."
+    )
     bytes: int | None = Field(description="Bytes of its weights once loaded (shared modules count once).")
     hits: int = Field(description="Requests that found it on the device.")
     misses: int = Field(description="Requests that had to load it or bring it back from the CPU tier.")

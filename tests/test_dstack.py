@@ -370,6 +370,15 @@ def test_model_caches_live_on_a_volume(path: Path) -> None:
         assert any(Path(value).is_relative_to(m) for m in mounts), f"{name}={value} is not on a volume"
 
 
+def test_the_tasks_images_outlive_the_run() -> None:
+    """The task stores images locally: on the volume, not in the container, which goes with the run (issue 15)."""
+    conf = parse(TASK)
+    image_dir = conf.env["IMAGE_DIR"]
+    assert isinstance(image_dir, str)
+    assert any(Path(image_dir).is_relative_to(Path(v.path)) for v in conf.volumes), image_dir
+    assert parse(SERVICE).env["SDXL_STORAGE"] == "s3"  # the service's images are in the bucket
+
+
 # --- the parser can say no --------------------------------------------------------------------
 
 

@@ -27,6 +27,7 @@ from starlette.routing import Match
 from starlette.types import Scope
 
 from app.a1111_schemas import A1111_FIELDS
+from app.api.validation import validation_details
 from app.errors import ServiceError
 
 logger = logging.getLogger(__name__)
@@ -131,38 +132,6 @@ def a1111_field(field: str | None) -> str | None:
     return A1111_FIELDS.get(re.split(r"[.\[]", field, maxsplit=1)[0], field)
 
 
-def _short(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _field_name(loc: tuple[Any, ...]) -> str:
-    # ("body", "width") -> "width"; ("path", "id") -> "id"; nested lists keep their indices.
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
-    return ".".join(parts) or "body"
-
-
-def validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
-    details = []
-    for err in exc.errors():
-        loc = tuple(err.get("loc", ()))
-        if err.get("type") == "json_invalid":
-            # FastAPI puts the character offset where a field name goes: the field is the body, the offset is news.
-            offset = next((p for p in loc if isinstance(p, int)), None)
-            reason = (err.get("ctx") or {}).get("error", "")
-            where = f" at character {offset}" if offset is not None else ""
-            details.append({"field": "body", "message": f"is not valid JSON{where}{f' ({reason})' if reason else ''}"})
-            continue
-        field = _field_name(loc)
-        message = str(err.get("msg", "invalid value"))
-        if err.get("type") == "missing":
-            message = "is required"
-        elif "input" in err and err.get("type") != "json_invalid":
-            message = f"{message}, got {_short(err['input'])}"
-        details.append({"field": field, "message": message})
-    return details
-
-
 async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
     status = status_of(exc.type)
@@ -175,7 +144,10 @@ async def _service_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    details = validation_details(exc)
+    route = request.scope.get("route")
+    template = getattr(route, "path", None) or route_path(request.scope)
+    content_type = request.headers.get("content-type")
+    details = validation_details(exc, request.app.openapi(), template, request.method, content_type)
     first = details[0] if details else {"field": "body", "message": "invalid request"}
     message = "; ".join(f"{d['field']}: {d['message']}" for d in details) or "invalid request"
     path = route_path(request.scope)

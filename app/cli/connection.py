@@ -31,7 +31,8 @@ EXIT_STATUSES = f"""exit status:
   {EXIT_FAILED}  the service answered an error, or the job failed or was cancelled
   {EXIT_USAGE}  usage error: bad arguments, or the service rejected the request as invalid (422, 413)
   {EXIT_CONNECT}  could not connect, or timed out
-  {EXIT_AUTH}  authentication failed (401): check --api-key"""
+  {EXIT_AUTH}  authentication failed (401): check --api-key
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C); the job is cancelled"""
 
 Command = Callable[[Client, argparse.Namespace], int]
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"  # generic only to type checkers

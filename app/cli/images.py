@@ -72,12 +72,8 @@ def download(client: Client, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _add_job_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "-o",
-        "--output",
-        help="PNG file, or directory (existing, or ending in /); default: <id>.png here. With -n > 1: FILE-0.png, ...",
-    )
+def _add_job_options(parser: argparse.ArgumentParser, output_help: str) -> None:
+    parser.add_argument("-o", "--output", help=f"PNG file, or directory (existing, or ending in /); {output_help}")
     parser.add_argument("--negative-prompt", help="what to keep out of the image")
     parser.add_argument("--steps", type=int, help="denoising steps (default: the model's)")
     parser.add_argument("--guidance", type=float, help="guidance scale (default: the model's)")
@@ -96,7 +92,7 @@ def add_parsers(commands: Subparsers) -> None:
         '  sdxl-serve generate "a red fox" -n 4 -o foxes/ --url http://gpu-box:8000',
     )
     p.add_argument("prompt", help="what to draw")
-    _add_job_options(p)
+    _add_job_options(p, "default: <id>.png here. With -n > 1: FILE-0.png, ...")
     p.add_argument("-n", "--num-images", type=int, default=1, help="images, seeds SEED..SEED+n-1 (default 1)")
     p.add_argument("--width", type=int, help="multiple of 8 (default: the model's native size)")
     p.add_argument("--height", type=int, help="multiple of 8 (default: the model's native size)")
@@ -112,7 +108,7 @@ def add_parsers(commands: Subparsers) -> None:
     )
     p.add_argument("id", help="id of a stored image (printed by generate)")
     p.add_argument("prompt", help="what the image shows")
-    _add_job_options(p)
+    _add_job_options(p, "default: <id>.png here")
     p.add_argument("--strength", type=float, help="how much to re-noise, 0 < s <= 1 (default 0.3)")
     p.set_defaults(handler=with_client(refine))
 

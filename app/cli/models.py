@@ -26,7 +26,8 @@ def _row(model: ModelInfo, default: str) -> tuple[str, ...]:
     defaults = f"{d.width}x{d.height}, {d.num_inference_steps} steps, cfg {d.guidance_scale:g}" if d else "-"
     name = f"{model.name} *" if model.name == default else model.name
     loaded = "yes" if model.loaded else "no"
-    return (name, loaded, model.location, _size(model.bytes), defaults, f"{model.hits}/{model.misses}", model.source)
+    where = model.location.replace("_", " ")  # "not downloaded", "not built"
+    return (name, loaded, where, _size(model.bytes), defaults, f"{model.hits}/{model.misses}", model.source)
 
 
 def table(models: ModelsResponse) -> str:

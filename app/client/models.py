@@ -58,7 +58,9 @@ class ModelInfo(_Tolerant):
     name: str
     source: str
     loaded: bool
-    location: str  # "device", "cpu" or "disk"; a plain str so that a new place does not break old clients
+    # "device", "cpu", "disk", "not_downloaded", "not_built" or "missing"; a plain str so that a new place does not
+    # break old clients
+    location: str
     pinned: bool = False
     bytes: int | None = None
     hits: int = 0

@@ -6,10 +6,13 @@ from __future__ import annotations
 import fcntl
 import os
 import pty
+import re
+import signal
 import struct
 import subprocess
 import sys
 import termios
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -163,6 +166,41 @@ def test_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert text.startswith(f"usage: sdxl-serve {command}")
     if command != "serve":
         assert "examples:" in text and "exit status:" in text and "--api-key" in text
+        assert "130  interrupted (Ctrl-C)" in text
+    if command == "refine":  # refine has no -n, so its -o help does not mention one
+        assert not re.search(r"-n\b", text) and "--num-images" not in text
+
+
+def test_ctrl_c_cancels_the_job_and_exits_130(keyed: LiveServer, tmp_path: Path) -> None:
+    slow = ["generate", "slow", "--width", "512", "--height", "512", "--steps", "40", "-q"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app", *slow, "--url", keyed.url, "--api-key", KEY],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+        env=_env(),
+    )
+    try:
+        deadline = time.monotonic() + 60
+        with keyed.client(headers={"X-API-Key": KEY}) as c:
+            while not keyed.service.active() and time.monotonic() < deadline:  # submitted: now following it
+                time.sleep(0.05)
+            assert keyed.service.active(), "the job never arrived"
+            job_id = keyed.service.active()[0]["id"]
+            time.sleep(0.3)
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=60)
+            assert proc.returncode == 130, err
+            assert err.decode().splitlines() == ["sdxl-serve: error: interrupted"], err
+            job = c.get(f"/jobs/{job_id}").json()
+            while job["status"] not in ("cancelled", "succeeded", "failed") and time.monotonic() < deadline:
+                time.sleep(0.05)
+                job = c.get(f"/jobs/{job_id}").json()
+            assert job["status"] == "cancelled", job
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def test_client_and_cli_do_not_import_the_server_stack() -> None:

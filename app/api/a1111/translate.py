@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from app.a1111_schemas import A1111_FIELDS, A1111Img2Img, A1111Txt2Img
 from app.api.a1111 import samplers
 from app.api.a1111.checkpoints import Checkpoints
+from app.api.validation import with_rules
 from app.engine import Engine
 from app.errors import InvalidRequest
 from app.schemas import GenerateRequest, Img2ImgRequest, InpaintRequest
@@ -114,7 +115,7 @@ def _validated(model: type[BaseModel], fields: dict[str, Any]) -> Any:
         return model.model_validate(fields)
     except ValidationError as exc:
         # The same 422 as a bad body, naming the A1111 field (batch_size, steps, cfg_scale, ...) rather than ours.
-        raise RequestValidationError([_renamed(e) for e in exc.errors()]) from None
+        raise RequestValidationError([_renamed(e) for e in with_rules(model, exc.errors())]) from None
 
 
 def txt2img(body: A1111Txt2Img, service: Engine, checkpoints: Checkpoints) -> GenerateRequest:

@@ -5,6 +5,12 @@ covered without anyone remembering to add it. The key is accepted as `Authorizat
 `Authorization: Bearer <key>`, `X-API-Key: <key>` — the last lets dstack's own token travel in
 `Authorization` at the same time — or as the password of HTTP Basic (`Authorization: Basic`, any user name), which
 is how AUTOMATIC1111's `--api-auth` clients send it. Keys are compared in constant time.
+
+/docs, its files and /openapi.json are public by default (SDXL_DOCS=public): they describe the API, the same for
+every deployment of a version, and hold no secret (vLLM serves them publicly too); a browser could not reach the
+Authorize button otherwise, since it cannot send a header to open the page. With SDXL_DOCS=protected they need the key
+like everything else, and their 401 asks for it as a Basic password, which a browser prompts for and then sends with
+the page's own requests.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api.errors import A1111_PREFIX, render_error, route_path
+from app.api.routes import docs
 
 PUBLIC_PATHS = frozenset({"/health", "/ready"})
 
@@ -53,20 +60,21 @@ def key_matches(presented: list[str], keys: tuple[str, ...]) -> bool:
 
 
 class ApiKeyMiddleware:
-    def __init__(self, app: ASGIApp, keys: tuple[str, ...]):
+    def __init__(self, app: ASGIApp, keys: tuple[str, ...], public_docs: bool = True):
         self.app = app
         self.keys = keys
+        self.public = PUBLIC_PATHS | docs.PATHS if public_docs else PUBLIC_PATHS
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.keys or route_path(scope) in PUBLIC_PATHS:
+        if scope["type"] != "http" or not self.keys or route_path(scope) in self.public:
             await self.app(scope, receive, send)
             return
         if key_matches(_candidates(Headers(scope=scope)), self.keys):
             await self.app(scope, receive, send)
             return
         path = route_path(scope)
-        # A1111 clients answer a Basic challenge; everyone else is told about the Bearer key.
-        scheme = "Basic" if path.startswith(A1111_PREFIX) else "Bearer"
+        # A1111 clients and browsers (the docs) answer a Basic challenge; everyone else is told about the Bearer key.
+        scheme = "Basic" if path.startswith(A1111_PREFIX) or path in docs.PATHS else "Bearer"
         response = render_error(
             path,
             401,

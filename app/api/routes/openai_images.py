@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from app.api import openai_translate as translate
 from app.api.deps import ServiceDep
+from app.api.validation import with_rules
 from app.engine import Engine, Job
 from app.openai_schemas import (
     OPENAI_FIELDS,
@@ -59,7 +60,7 @@ def validated(model: type[BaseModel], fields: dict[str, Any]) -> Any:
     try:
         return model.model_validate(fields)
     except ValidationError as exc:
-        raise RequestValidationError([renamed(e) for e in exc.errors()]) from None
+        raise RequestValidationError([renamed(e) for e in with_rules(model, exc.errors())]) from None
 
 
 def native_fields(body: OpenAIOptions, service: Engine) -> dict[str, Any]:

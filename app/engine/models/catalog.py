@@ -8,6 +8,7 @@ from app.config import Settings
 from app.engine.gpu.memory import Memory
 from app.engine.gpu.model_cache import PipelineCache
 from app.engine.models import samplers
+from app.engine.models.local_files import where_on_disk
 from app.engine.models.registry import Registry
 
 
@@ -34,7 +35,8 @@ def models_info(
                 "family": slot.entry.family,
                 "pinned": slot.pinned,
                 "loaded": slot.location != "disk",
-                "location": slot.location,
+                # Not loaded: whether its weights are on this machine at all (not_downloaded, not_built, missing).
+                "location": slot.location if slot.location != "disk" else where_on_disk(slot.entry.source, settings),
                 "bytes": slot.bytes,
                 "hits": slot.hits,
                 "misses": slot.misses,

@@ -143,3 +143,74 @@ def test_one_request_cannot_ask_for_hours_of_work(client: httpx.Client) -> None:
     big = {"prompt": "x", "width": 2048, "height": 2048, "num_inference_steps": 100, "num_images": 8}
     message = assert_error(client.post("/generate", json=big), 422, "invalid_request", "num_inference_steps")["message"]
     assert "at most 256 megapixel-steps" in message and "2048x2048 x 100 steps x 8 images = 3355" in message
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field", "message"),
+    [
+        ("/generate", {"width": 100}, "width", "a multiple of 8 between 256 and 2048, got 100"),
+        ("/generate", {"height": 4096}, "height", "a multiple of 8 between 256 and 2048, got 4096"),
+        ("/generate", {"width": "256"}, "width", "a multiple of 8 between 256 and 2048 (a JSON number), got '256'"),
+        ("/generate", {"num_inference_steps": 0}, "num_inference_steps", "an integer between 1 and 100, got 0"),
+        ("/generate", {"guidance_scale": 31}, "guidance_scale", "a number between 0 and 30, got 31"),
+        ("/generate", {"seed": -1}, "seed", "an integer between 0 and 4294967295, got -1"),
+        ("/generate", {"num_images": 9}, "num_images", "an integer between 1 and 8, got 9"),
+        ("/generate", {"prompt": "x" * 2001}, "prompt", "a string of 1 to 2000 characters, got 2001 characters"),
+        ("/generate", {"loras": [{"name": "a", "scale": 5}]}, "loras.0.scale", "a number between -4 and 4, got 5"),
+        (
+            "/generate",
+            {"refine": {"mode": "ensemble", "high_noise_frac": 1}},
+            "refine.high_noise_frac",
+            "a number greater than 0 and less than 1, got 1",
+        ),
+        ("/refine", {"id": "a" * 32, "strength": 0}, "strength", "a number greater than 0 and at most 1, got 0"),
+        ("/img2img", {"image_id": "a" * 32, "strength": 2}, "strength", "a number greater than 0 and at most 1, got 2"),
+    ],
+)
+def test_a_bound_states_the_whole_rule_at_once(
+    client: httpx.Client, path: str, body: dict[str, Any], field: str, message: str
+) -> None:
+    """Issue 15: not "multiple of 8" and then, once fixed, the minimum; the field's whole rule, as /docs shows it."""
+    error = assert_error(client.post(path, json={"prompt": "p", **body}), 422, "invalid_request", field)
+    assert error["message"] == f"{field}: {message}"
+    assert error["details"] == [{"field": field, "message": message}]
+
+
+@pytest.mark.parametrize(
+    ("headers", "sent"),
+    [({}, "no Content-Type header"), ({"Content-Type": "text/plain"}, "Content-Type: text/plain")],
+)
+def test_a_body_without_the_json_content_type_names_the_header(
+    client: httpx.Client, headers: dict[str, str], sent: str
+) -> None:
+    r = client.post("/generate", content=b'{"prompt": "x"}', headers=headers)
+    message = assert_error(r, 422, "invalid_request", "body")["message"]
+    assert message == (
+        f"body: must be a JSON object sent with the header Content-Type: application/json (the request had {sent})"
+    )
+
+
+def test_an_unavailable_model_says_what_a_caller_can_do(client: httpx.Client) -> None:
+    """diffusers' advice ("pass local_files_only=False") is for the operator's log, not an API caller."""
+    r = client.post("/generate", json={"prompt": "x", "model": "sdxl-turbo"})
+    message = assert_error(r, 503, "model_load_failed")["message"]
+    assert "local_files_only" not in message and "/" not in message  # no option, path or hub id to act on
+    assert "SDXL_DOWNLOAD_MODELS=true" in message
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "message"),
+    [
+        ("/v1/images/generations", {"n": 9}, "n: num_images: an integer between 1 and 8, got 9"),
+        ("/v1/images/generations", {"guidance": 31}, "guidance: guidance_scale: a number between 0 and 30, got 31.0"),
+        ("/sdapi/v1/txt2img", {"cfg_scale": 31}, "cfg_scale: a number between 0 and 30, got 31.0"),
+        ("/sdapi/v1/txt2img", {"steps": 101}, "steps: an integer between 1 and 100, got 101"),
+    ],
+)
+def test_the_openai_and_a1111_surfaces_state_the_whole_rule_too(
+    client: httpx.Client, path: str, body: dict[str, Any], message: str
+) -> None:
+    r = client.post(path, json={"prompt": "p", **body})
+    assert r.status_code == 422, r.text
+    said = r.json()["error"]["message"] if path.startswith("/v1/") else r.json()["detail"]
+    assert said == message

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+from huggingface_hub import try_to_load_from_cache
 
 from tests.conftest import LiveServer
 from tests.e2e.models.conftest import registry_server
@@ -40,7 +41,12 @@ def test_models_lists_every_entry_with_its_place_and_defaults(tiered: LiveServer
     assert expected <= set(names)
     models = {m["name"]: m for m in body["models"]}
     assert models["tiny"]["pinned"] and models["tiny"]["location"] == "device" and models["tiny"]["bytes"] > 0
-    assert models["sdxl-base"]["location"] == "disk" and models["sdxl-base"]["bytes"] is None
+    # Not loaded: where its files are. The hub cache is read directly here, so the test holds on a machine that
+    # has SDXL downloaded too.
+    cached = try_to_load_from_cache("stabilityai/stable-diffusion-xl-base-1.0", "model_index.json")
+    assert models["sdxl-base"]["location"] == ("disk" if isinstance(cached, str) else "not_downloaded")
+    assert models["sdxl-base"]["bytes"] is None and not models["sdxl-base"]["loaded"]
+    assert models["tiny-c"]["location"] == "disk" and models["broken"]["location"] == "missing"
     assert models["sdxl-base"]["source"] == "stabilityai/stable-diffusion-xl-base-1.0"
     turbo = models["sdxl-turbo"]["defaults"]
     assert (turbo["width"], turbo["num_inference_steps"], turbo["guidance_scale"], turbo["max_steps"]) == (
@@ -108,7 +114,7 @@ def test_a_failed_load_leaves_the_loaded_models_serving(tiered: LiveServer) -> N
         after = _models(c)
         for name in ("tiny", "tiny-b", "tiny-c"):
             assert after[name]["location"] == before[name]["location"], name
-        assert after["broken"]["location"] == "disk"
+        assert after["broken"]["location"] == "missing"  # its directory does not exist
         assert c.get("/ready").status_code == 200
         assert c.post("/generate", json={**REQUEST, "model": "tiny-b"}).status_code == 200
 

@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["TINY_VERSION", "TinyModelPaths", "ensure_tiny_models"]
+__all__ = ["TINY_VERSION", "TinyModelPaths", "ensure_tiny_models", "is_built"]
 
 TINY_VERSION = "tiny-v2"
 """Name of the directory under the cache dir; bump it whenever the architecture or seeding changes."""
@@ -109,6 +109,11 @@ def _version(dist: str) -> str:
     from importlib.metadata import version
 
     return version(dist)
+
+
+def is_built(cache_dir: Path) -> bool:
+    """Whether the tiny models are built in `cache_dir` (only reads: nothing is built)."""
+    return _is_complete(cache_dir / TINY_VERSION)
 
 
 def _is_complete(root: Path) -> bool:
