@@ -20,6 +20,7 @@ from app.config import Settings
 from app.engine.gpu.runner import Rendered
 from app.engine.gpu.scheduler import Batch, Interrupted
 from app.engine.images import output
+from app.engine.images.encoder import Encoder
 from app.engine.jobs.job import ImageRecord, Job, JobFailure, JobStatus
 from app.engine.metrics import Metrics
 from app.errors import ServiceError, is_out_of_memory
@@ -54,6 +55,7 @@ class Completion:
         self,
         settings: Settings,
         store: ImageStore,
+        encoder: Encoder,
         events: EventSink,
         metrics: Metrics,
         *,
@@ -63,7 +65,7 @@ class Completion:
         free_memory: Callable[[], None],
         download_path: Callable[[str], str],
     ):
-        self.settings, self.store, self.events, self.metrics = settings, store, events, metrics
+        self.settings, self.store, self.encoder, self.events, self.metrics = settings, store, encoder, events, metrics
         self._finish, self._spawn, self._queue_depth = finish, spawn, queue_depth
         self._free_memory, self._download_path = free_memory, download_path
         self.failures_in_a_row = 0
@@ -125,7 +127,7 @@ class Completion:
     async def _store(self, job: Job, index: int, result: Rendered) -> None:
         try:
             stored = await output.encode_and_store(
-                self.store, self.settings, job, index, result.image, result.scheduler
+                self.store, self.encoder, self.settings, job, index, result.image, result.scheduler
             )
         except Exception as exc:
             if isinstance(exc, ServiceError):

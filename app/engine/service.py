@@ -27,6 +27,7 @@ from app.engine.gpu.model_cache import free_memory
 from app.engine.gpu.runner import Rendered, Runner
 from app.engine.gpu.scheduler import Batch, Scheduler
 from app.engine.images import inputs
+from app.engine.images.encoder import Encoder, default_processes
 from app.engine.images.watermark import check_available
 from app.engine.jobs import admission, params
 from app.engine.jobs.heartbeat import Heartbeat
@@ -96,9 +97,12 @@ class ImageService:
         self.state = State.STARTING
         self.error: str | None = None
         self.device = "unknown"
+        processes = settings.encode_processes
+        self.encoder = Encoder(default_processes() if processes is None else processes)
         self.completion = Completion(
             settings,
             store,
+            self.encoder,
             self.events,
             self.metrics,
             finish=self._finish,
@@ -261,6 +265,7 @@ class ImageService:
             self._finish(job, JobStatus.FAILED, JobFailure("shutting_down", "the service stopped"))
         if self._tasks:  # the records of those jobs, before the store closes
             await asyncio.wait(list(self._tasks), timeout=5)
+        await self.encoder.close()
         await self.heartbeat.stop()  # last: every record above is final, so no reader meets a stopped lease early
         if self.runner is not None:
             for name, role in self.runner.unload_all():
