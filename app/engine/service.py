@@ -421,10 +421,16 @@ class ImageService:
     async def wait(self, job: Job, client_gone: Callable[[], Awaitable[bool]] | None = None) -> Job:
         """Wait for a job to end. A caller that goes away cancels it, queued or running (at the next denoising step):
         nobody would ever learn the ids of the images it stored. Async jobs never get here, so they keep running."""
+        gone = False
         while not job.status.terminal:
             await job.changed(timeout=0.25)
             if client_gone is not None and not job.cancel_requested.is_set() and await client_gone():
+                gone = True
                 self.cancel(job, f"the client disconnected while the job was {job.status.value}")
+        # Gone during the job, or while its last image was being stored (the check above runs every 0.25 s): the
+        # images it stored, in earlier batches or just now, are removed rather than kept where no one can find them.
+        if client_gone is not None and (gone or await client_gone()) and await self.completion.disown(job):
+            self._spawn(self.records.save(job))
         if job.status is not JobStatus.SUCCEEDED:
             raise JobFailed(job)
         return job
