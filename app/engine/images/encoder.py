@@ -74,10 +74,13 @@ class Encoder:
                 if self._pool is pool:  # the first to see it replaces the pool; the others retry in the new one
                     self._pool = None
                     await asyncio.to_thread(pool.shutdown, wait=False, cancel_futures=True)
-                if attempt == 2:
-                    raise
-                logger.warning("an encoding worker process died; encoding the image again in a new pool")
-        raise AssertionError("unreachable")
+                if attempt == 1:
+                    logger.warning("an encoding worker process died; encoding the image again in a new pool")
+        # Workers that cannot even start (multiprocessing re-imports the parent's __main__ in each, and one that
+        # cannot be imported kills them all) must not fail every image: threads, as with SDXL_ENCODE_PROCESSES=0.
+        logger.error("encoding worker processes died twice in a row; encoding in threads of this process from now on")
+        self.processes = 0
+        return await asyncio.to_thread(encode, image, provenance)
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None

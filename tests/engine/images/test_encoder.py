@@ -4,8 +4,10 @@ that dies is replaced and the image encoded again; closing leaves no worker behi
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import os
 import signal
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 
 import numpy as np
@@ -90,3 +92,18 @@ def test_a_dead_worker_is_replaced_and_the_image_encoded_again(caplog: pytest.Lo
     assert png == encode(_image(), PROVENANCE)
     assert second and not set(first) & set(second)
     assert "an encoding worker process died" in caplog.text
+
+
+def test_workers_that_cannot_start_fall_back_to_threads(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def dying(self: Encoder) -> ProcessPoolExecutor:  # fault injection: every worker dies as it starts
+        context = multiprocessing.get_context("forkserver")
+        self._pool = ProcessPoolExecutor(1, mp_context=context, initializer=os._exit, initargs=(1,))
+        return self._pool
+
+    monkeypatch.setattr(Encoder, "_start", dying)
+    encoder = Encoder(1)
+    png = asyncio.run(encoder.encode(_image(), PROVENANCE))
+    assert png == encode(_image(), PROVENANCE)  # the image is not lost
+    assert encoder.processes == 0 and "encoding in threads of this process from now on" in caplog.text
