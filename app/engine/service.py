@@ -167,7 +167,9 @@ class ImageService:
                 check_available()
             placement = loader.resolve_placement(self.settings)
             self.runner = Runner(self.settings, self.registry, placement, self._on_model)
+            encoder = asyncio.create_task(self.encoder.warm(), name="start-encoders")  # beside the load
             self.memory = (await self.scheduler.call(self.runner.load_default)).value
+            await encoder
         except ModelLoadError as exc:
             return self._fail(exc.for_operator)  # the one line an operator reads: with the library's own words
         except (StorageFull, StorageUnavailable) as exc:

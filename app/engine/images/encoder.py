@@ -24,7 +24,7 @@ from concurrent.futures.process import BrokenProcessPool
 from PIL import Image
 
 from app.engine.images.metadata import Provenance, encode_png
-from app.engine.images.watermark import apply_watermark
+from app.engine.images.watermark import apply_watermark, check_available
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,12 @@ def encode(image: Image.Image, provenance: Provenance) -> bytes:
 def _encode_raw(mode: str, size: tuple[int, int], raw: bytes, provenance: Provenance) -> bytes:
     """In a worker process."""
     return encode(Image.frombytes(mode, size, raw), provenance)
+
+
+def _ready() -> int:
+    """In a worker process, at startup: whatever the first image would otherwise wait for."""
+    check_available()  # builds the watermark encoder
+    return os.getpid()
 
 
 def default_processes() -> int:
@@ -81,6 +87,17 @@ class Encoder:
         logger.error("encoding worker processes died twice in a row; encoding in threads of this process from now on")
         self.processes = 0
         return await asyncio.to_thread(encode, image, provenance)
+
+    async def warm(self) -> None:
+        """Start the workers now, beside the model load: the forkserver and its imports take seconds, which the
+        first image would otherwise wait for. Never fatal: encode() copes with workers that do not come up."""
+        if not self.processes:
+            return
+        loop, pool = asyncio.get_running_loop(), self._pool or self._start()
+        try:
+            await asyncio.gather(*(loop.run_in_executor(pool, _ready) for _ in range(self.processes)))
+        except Exception as exc:
+            logger.warning("the encoding worker processes did not start (%s: %s)", type(exc).__name__, exc)
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None

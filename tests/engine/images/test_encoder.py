@@ -107,3 +107,16 @@ def test_workers_that_cannot_start_fall_back_to_threads(
     png = asyncio.run(encoder.encode(_image(), PROVENANCE))
     assert png == encode(_image(), PROVENANCE)  # the image is not lost
     assert encoder.processes == 0 and "encoding in threads of this process from now on" in caplog.text
+
+
+def test_warm_starts_the_workers_before_any_image() -> None:
+    encoder = Encoder(1)
+
+    async def run() -> list[int]:
+        try:
+            await encoder.warm()
+            return _workers(encoder)
+        finally:
+            await encoder.close()
+
+    assert asyncio.run(run())
