@@ -23,9 +23,10 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api.errors import A1111_PREFIX, render_error, route_path
-from app.api.routes import docs
+from app.api.routes import docs, ui
 
-PUBLIC_PATHS = frozenset({"/health", "/ready"})
+# The playground's page and files are public too (they hold no data; app/api/routes/ui.py); what it shows needs the key.
+PUBLIC_PATHS = frozenset({"/health", "/ready"}) | ui.PATHS
 
 
 def _candidates(headers: Headers) -> list[str]:
