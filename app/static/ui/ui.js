@@ -8,6 +8,7 @@
   const PAGE = 24;
   const $ = (id) => document.getElementById(id);
   let schedulers = [];
+  let modelDefaults = new Map();
   let galleryCursor = null;
   const blobs = new Set(); // object URLs of the images shown, revoked when the gallery is rebuilt
 
@@ -261,6 +262,17 @@
     $("key").focus();
   }
 
+  // Each model has its own size, steps and guidance; picking one fills them in.
+  function applyDefaults() {
+    const defaults = modelDefaults.get($("model").value);
+    if (!defaults) return;
+    $("width").value = defaults.width;
+    $("height").value = defaults.height;
+    $("steps").value = defaults.num_inference_steps;
+    $("steps").max = defaults.max_steps;
+    $("guidance").value = defaults.guidance_scale;
+  }
+
   async function start() {
     let models;
     try {
@@ -283,14 +295,8 @@
     $("model").value = models.default;
     for (const name of models.schedulers) option($("scheduler"), name);
     for (const name of models.loras) option($("lora"), name);
-    const defaults = (models.models.find((m) => m.name === models.default) || {}).defaults;
-    if (defaults) {
-      $("width").value = defaults.width;
-      $("height").value = defaults.height;
-      $("steps").value = defaults.num_inference_steps;
-      $("steps").max = defaults.max_steps;
-      $("guidance").value = defaults.guidance_scale;
-    }
+    modelDefaults = new Map(models.models.map((m) => [m.name, m.defaults]));
+    applyDefaults();
     try {
       await loadGallery(true);
     } catch (error) {
@@ -317,6 +323,7 @@
       event.preventDefault();
       run("generate", formRequest(), "generate");
     });
+    $("model").addEventListener("change", applyDefaults);
     $("reload").addEventListener("click", () => loadGallery(true).catch(showError));
     $("more").addEventListener("click", () => loadGallery(false).catch(showError));
     start();

@@ -153,14 +153,32 @@ def test_generate_watch_refine_delete_in_a_browser(secured: LiveServer, tmp_path
             page.wait_for_function(
                 "id => document.querySelector(`#gallery .card[data-id='${id}'] img`).naturalWidth > 0", arg=refined_id
             )
+
+            # 5. "Same again" on the first image remakes it from its provenance: the same seed, the same bytes.
+            card.get_by_role("button", name="Same again").click()
+            expect(page.locator("#job-status")).to_have_text("same again (generate): done", timeout=60_000)
+            expect(page.locator("#gallery .card")).to_have_count(3)
+            again_id = page.locator("#results .card").first.get_attribute("data-id")
+            assert again_id and again_id not in (image_id, refined_id)
+
+            # 6. "Img2img from this": a new image made from the first, its parent.
+            card.get_by_role("button", name="Img2img from this").click()
+            expect(page.locator("#job-status")).to_have_text("img2img: done", timeout=60_000)
+            expect(page.locator("#gallery .card")).to_have_count(4)
+            edited = page.locator("#gallery .card").first
+            expect(edited.locator("dd").nth(1)).to_have_text("img2img")
+            expect(edited.locator("dd").nth(4)).to_have_text(image_id)
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('#gallery .card img')].every(img => img.naturalWidth > 0)"
+            )
             page.screenshot(path=SCREENSHOT or str(tmp_path / "ui.png"), full_page=True)
 
-            # 5. Delete the refined image: gone from the page and from the store.
-            newest.get_by_role("button", name="Delete").click()
+            # 7. Delete the refined image: gone from the page and from the store.
+            page.locator(_card(refined_id)).get_by_role("button", name="Delete").click()
             expect(page.locator(f'.card[data-id="{refined_id}"]')).to_have_count(0)
-            expect(page.locator("#gallery .card")).to_have_count(1)
+            expect(page.locator("#gallery .card")).to_have_count(3)
 
-            # 6. The key was for that tab only: a new one asks again.
+            # 8. The key was for that tab only: a new one asks again.
             other = browser.new_page()
             other.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
             other.on("response", lambda r: refused.append(r.url) if r.status == 401 else None)
@@ -171,7 +189,9 @@ def test_generate_watch_refine_delete_in_a_browser(secured: LiveServer, tmp_path
             browser.close()
     with httpx.Client(base_url=secured.url, headers=AUTH) as c:
         assert_error(c.get(f"/download/{refined_id}"), 404, "not_found")
-        assert c.get(f"/download/{image_id}").status_code == 200
+        first = c.get(f"/download/{image_id}")
+        assert first.status_code == 200
+        assert c.get(f"/download/{again_id}").content == first.content  # same request, same seed: the same PNG
     assert not [m for m in console if "Content Security Policy" in m], console
     # The only failed loads are the three probes that asked for the key: no key, the wrong key, the new tab
     # (the page names its icon, so the browser does not ask for /favicon.ico, which would need the key).
