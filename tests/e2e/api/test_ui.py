@@ -119,6 +119,10 @@ def test_generate_watch_refine_delete_in_a_browser(secured: LiveServer, tmp_path
             page.fill("#prompt", prompt)
             page.fill("#seed", "7")
             page.fill("#steps", "12")
+            page.fill("#negative_prompt", "fog")
+            page.select_option("#scheduler", "euler_a")
+            page.select_option("#lora", "tiny-lora")
+            page.fill("#lora_scale", "0.5")
             page.click("#go")
             result = page.locator("#results .card")
             expect(result).to_have_count(1, timeout=60_000)
@@ -189,6 +193,11 @@ def test_generate_watch_refine_delete_in_a_browser(secured: LiveServer, tmp_path
             browser.close()
     with httpx.Client(base_url=secured.url, headers=AUTH) as c:
         assert_error(c.get(f"/download/{refined_id}"), 404, "not_found")
+        listed = {image["id"]: image["provenance"] for image in c.get("/images").json()["images"]}
+        made = listed[image_id]
+        assert made["prompt"] == prompt and made["negative_prompt"] == "fog" and made["steps"] == 12
+        assert made["scheduler"] == "euler_a" and made["loras"] == [{"name": "tiny-lora", "scale": 0.5}]
+        assert listed[again_id] == made  # made again from the provenance: the same record
         first = c.get(f"/download/{image_id}")
         assert first.status_code == 200
         assert c.get(f"/download/{again_id}").content == first.content  # same request, same seed: the same PNG
