@@ -10,7 +10,6 @@
   let schedulers = [];
   let modelDefaults = new Map();
   let galleryCursor = null;
-  const blobs = new Set(); // object URLs of the images shown, revoked when the gallery is rebuilt
 
   // --- the API ------------------------------------------------------------------------------------------------
   class ApiError extends Error {}
@@ -110,7 +109,7 @@
       }
       setStatus(`${what}: done`, end.progress.total, end.progress.total);
       const results = $("results");
-      results.replaceChildren();
+      clear(results);
       for (const image of end.images) {
         results.append(card(image.id, { kind: end.kind, prompt: body.prompt, seed: image.seed, model: end.model,
                                         parent_id: end.parent_id }, false));
@@ -187,7 +186,6 @@
     try {
       const blob = await (await call(`download/${encodeURIComponent(id)}`)).blob();
       const objectUrl = URL.createObjectURL(blob);
-      blobs.add(objectUrl);
       img.src = objectUrl;
       link.href = objectUrl;
     } catch (error) {
@@ -223,11 +221,21 @@
     return node;
   }
 
+  // Cards leave through here, so that the PNGs they hold as object URLs are released with them.
+  function drop(node) {
+    for (const img of node.querySelectorAll("img")) if (img.src.startsWith("blob:")) URL.revokeObjectURL(img.src);
+    node.remove();
+  }
+
+  function clear(container) {
+    for (const node of [...container.children]) drop(node);
+  }
+
   async function remove(id) {
     showError("");
     try {
       await call(`images/${encodeURIComponent(id)}`, { method: "DELETE" });
-      for (const node of document.querySelectorAll(".card")) if (node.dataset.id === id) node.remove();
+      for (const node of document.querySelectorAll(".card")) if (node.dataset.id === id) drop(node);
     } catch (error) {
       showError(error);
     }
@@ -237,7 +245,7 @@
     const gallery = $("gallery");
     if (fresh) {
       galleryCursor = null;
-      gallery.replaceChildren();
+      clear(gallery);
     }
     const query = new URLSearchParams({ limit: String(PAGE) });
     if (galleryCursor) query.set("cursor", galleryCursor);
@@ -313,10 +321,8 @@
     });
     $("forget").addEventListener("click", () => {
       sessionStorage.removeItem(KEY);
-      for (const objectUrl of blobs) URL.revokeObjectURL(objectUrl);
-      blobs.clear();
-      $("results").replaceChildren();
-      $("gallery").replaceChildren();
+      clear($("results"));
+      clear($("gallery"));
       showLogin("");
     });
     $("generate").addEventListener("submit", (event) => {

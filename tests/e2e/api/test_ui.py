@@ -182,7 +182,12 @@ def test_generate_watch_refine_delete_in_a_browser(secured: LiveServer, tmp_path
             expect(page.locator(f'.card[data-id="{refined_id}"]')).to_have_count(0)
             expect(page.locator("#gallery .card")).to_have_count(3)
 
-            # 8. The key was for that tab only: a new one asks again.
+            # 8. "Forget key" empties the page and asks again; the key was for that tab only: a new one asks too.
+            page.click("#forget")
+            expect(page.locator("#login")).to_be_visible()
+            expect(page.locator("#app")).to_be_hidden()
+            assert page.locator(".card").count() == 0
+            assert page.evaluate("sessionStorage.length") == 0
             other = browser.new_page()
             other.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
             other.on("response", lambda r: refused.append(r.url) if r.status == 401 else None)
