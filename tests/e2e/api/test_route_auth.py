@@ -28,7 +28,8 @@ KEY = "k"
 DOCS = {"/docs", "/openapi.json"} | {
     f"/docs/assets/{name}" for name in ("swagger-ui-bundle.js", "swagger-ui.css", "favicon.png", "swagger-init.js")
 }
-# The playground (/ui, and / leading there) and its files hold no data: public too; what they show needs the key.
+# The playground (/ui, and / leading there) and its files hold no data: public to GET (any other method needs the
+# key: tests/e2e/api/test_ui.py); what they show needs the key.
 UI = {"/", "/ui"} | {f"/ui/assets/{name}" for name in ("ui.js", "ui.css", "icon.svg")}
 PUBLIC = {"/health", "/ready"} | DOCS | UI
 # Routes that exist today; the walk must find at least these, so a broken walk cannot pass by finding nothing.

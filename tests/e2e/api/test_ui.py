@@ -55,6 +55,9 @@ def test_the_page_and_its_files_are_public_static_and_self_only(secured: LiveSer
         assert "innerHTML" not in script and "outerHTML" not in script and "insertAdjacentHTML" not in script
         assert "eval(" not in script and "localStorage" not in script and "sessionStorage" in script
         assert "http://" not in script and "https://" not in script  # every call goes to the page's own service
+        # Public to read only: any other method on the same paths needs the key, as everywhere else.
+        for method, path in (("POST", "/"), ("POST", "/ui"), ("PUT", "/ui/assets/ui.js"), ("DELETE", "/ui")):
+            assert_error(c.request(method, path), 401, "unauthorized")
         # The page holds no data; the data needs the key.
         assert_error(c.get("/images"), 401, "unauthorized")
         assert_error(c.get("/models"), 401, "unauthorized")
