@@ -157,6 +157,13 @@ class Settings(BaseSettings):
         "process has not renewed it for this long (plus 2 s for clock skew) reads failed (replica_lost) everywhere.",
     )
     shutdown_grace_s: float = Field(30.0, ge=0, le=600, description="How long SIGTERM waits for the running job.")
+    encode_processes: int | None = Field(
+        None,
+        ge=0,
+        le=64,
+        description="Worker processes for the watermark and PNG encoding, so that it never holds the serving "
+        "process's GIL. Unset: half the cores, 1 to 4. 0: threads of the serving process.",
+    )
     max_consecutive_failures: int = Field(
         3, ge=1, description="Failed pipeline calls in a row (out of memory excepted) before /ready turns 503."
     )

@@ -97,7 +97,11 @@ class PictureRequest(_Request):
         validation_alias=AliasChoices("model", "model_type"),
         description="A model from GET /models (`model_type` is accepted too); default: the default model.",
     )
-    scheduler: Name | None = Field(None, description="euler, euler_a, heun, dpmpp_2m, dpmpp_2m_karras, ddim, unipc.")
+    scheduler: Name | None = Field(
+        None,
+        description="euler, euler_a, heun, dpmpp_2m, dpmpp_2m_karras, ddim, unipc, or lcm (few-step models: "
+        "LCM-distilled, or with an LCM LoRA; guidance 0 to 2, default 1).",
+    )
     loras: list[LoraRef] = Field(default_factory=list, max_length=4, description="LoRAs for this request only.")
     vae: Name | None = Field(None, description="A VAE from GET /models (`vaes`) for this request.")
 

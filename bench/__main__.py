@@ -5,7 +5,8 @@ Phases, one at a time so that nothing else competes for the CPU:
   2. a server with batching on (default settings: max_batch 8, batch window 50 ms): 1, 4, 8 clients;
      one request vs the bare call,
      alternating; then 8 clients saturating it while /health, /download and the owner's busy time are read;
-  3. a server with batching off (max_batch 1): 1, 4, 8 clients.
+  3. a server with batching on and the encoding in threads (SDXL_ENCODE_PROCESSES=0, as before issue 16): 8 clients;
+  4. a server with batching off (max_batch 1): 1, 4, 8 clients.
 Both servers run with watermark=False, for a like-for-like comparison with the bare pipeline (it says so in
 the table); the watermark's own cost is measured separately. torch's thread count is left at its default.
 """
@@ -100,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
             single = single_request(on, bare, plan.single_samples, seeds)
             _say(f"bench: {SATURATING_CLIENTS} clients saturating for {plan.saturation_s:g}s, probing")
             saturation = saturated(on, SATURATING_CLIENTS, plan.saturation_s, seeds)
+        with running("encoding-threads", out, image_dir=Path(images), max_batch=8, encode_processes=0, **common) as th:
+            _say(f"bench: batching on, encoding in threads, {SATURATING_CLIENTS} clients")
+            rates.append(measure_server(th, report.THREADS, SATURATING_CLIENTS, plan.images, plan.warmup_rounds, seeds))
         with running("batching-off", out, image_dir=Path(images), max_batch=1, **common) as off:
             for clients in PARALLEL:
                 _say(f"bench: batching off, {clients} clients")

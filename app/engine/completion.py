@@ -20,6 +20,7 @@ from app.config import Settings
 from app.engine.gpu.runner import Rendered
 from app.engine.gpu.scheduler import Batch, Interrupted
 from app.engine.images import output
+from app.engine.images.encoder import Encoder
 from app.engine.jobs.job import ImageRecord, Job, JobFailure, JobStatus
 from app.engine.metrics import Metrics
 from app.errors import ServiceError, is_out_of_memory
@@ -54,6 +55,7 @@ class Completion:
         self,
         settings: Settings,
         store: ImageStore,
+        encoder: Encoder,
         events: EventSink,
         metrics: Metrics,
         *,
@@ -63,7 +65,7 @@ class Completion:
         free_memory: Callable[[], None],
         download_path: Callable[[str], str],
     ):
-        self.settings, self.store, self.events, self.metrics = settings, store, events, metrics
+        self.settings, self.store, self.encoder, self.events, self.metrics = settings, store, encoder, events, metrics
         self._finish, self._spawn, self._queue_depth = finish, spawn, queue_depth
         self._free_memory, self._download_path = free_memory, download_path
         self.failures_in_a_row = 0
@@ -122,10 +124,27 @@ class Completion:
         for job in batch.jobs:
             self._finish(job, status, error)
 
+    async def disown(self, job: Job) -> bool:
+        """Its synchronous caller went away, so nobody will learn the ids of its images: remove those stored, and
+        those still being stored as they land (_store). Whether any was removed."""
+        job.unclaimed = True
+        stored, job.images = job.images, []
+        for record in stored:
+            await self._remove(record.id)
+        if stored:
+            logger.info("removed %d images of job %s: its client disconnected before the answer", len(stored), job.id)
+        return bool(stored)
+
+    async def _remove(self, image_id: str) -> None:
+        try:
+            await self.store.delete(image_id)
+        except ServiceError as exc:
+            logger.warning("could not remove image %s, which nobody was given: %s", image_id, exc.message)
+
     async def _store(self, job: Job, index: int, result: Rendered) -> None:
         try:
             stored = await output.encode_and_store(
-                self.store, self.settings, job, index, result.image, result.scheduler
+                self.store, self.encoder, self.settings, job, index, result.image, result.scheduler
             )
         except Exception as exc:
             if isinstance(exc, ServiceError):
@@ -134,19 +153,25 @@ class Completion:
                 logger.exception("storing an image of job %s failed", job.id)
             self._store_failed.setdefault(job, classify(exc))
         else:
-            record = stored.record
-            self.events.emit("image.stored", self._stored_event(job, record), image=stored.png)
-            job.timings["encode_ms"] = round(job.timings.get("encode_ms", 0) + stored.encode_s * 1000, 2)
-            job.timings["store_ms"] = round(job.timings.get("store_ms", 0) + stored.store_s * 1000, 2)
-            self.metrics.images.labels(job.kind).inc()
-            job.images.append(record)
-            seeds = [p.seed for p in job.items]  # distinct within a job (seed + i), so they give the order
-            job.images.sort(key=lambda r: seeds.index(r.seed))
+            if job.unclaimed:  # its caller is gone (disown): nobody would ever be given this id
+                await self._remove(stored.record.id)
+            else:
+                self._add(job, stored)
         finally:
             self._storing[job] -= 1
             if not self._storing[job]:
                 del self._storing[job]
         self._settle(job)
+
+    def _add(self, job: Job, stored: output.Stored) -> None:
+        record = stored.record
+        self.events.emit("image.stored", self._stored_event(job, record), image=stored.png)
+        job.timings["encode_ms"] = round(job.timings.get("encode_ms", 0) + stored.encode_s * 1000, 2)
+        job.timings["store_ms"] = round(job.timings.get("store_ms", 0) + stored.store_s * 1000, 2)
+        self.metrics.images.labels(job.kind).inc()
+        job.images.append(record)
+        seeds = [p.seed for p in job.items]  # distinct within a job (seed + i), so they give the order
+        job.images.sort(key=lambda r: seeds.index(r.seed))
 
     def _settle(self, job: Job) -> None:
         """After each store: once none of the job's images is still being stored, it ends or waits for more.

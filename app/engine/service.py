@@ -27,6 +27,7 @@ from app.engine.gpu.model_cache import free_memory
 from app.engine.gpu.runner import Rendered, Runner
 from app.engine.gpu.scheduler import Batch, Scheduler
 from app.engine.images import inputs
+from app.engine.images.encoder import Encoder, default_processes
 from app.engine.images.gallery import gallery_page
 from app.engine.images.watermark import check_available
 from app.engine.jobs import admission, params
@@ -97,9 +98,12 @@ class ImageService:
         self.state = State.STARTING
         self.error: str | None = None
         self.device = "unknown"
+        processes = settings.encode_processes
+        self.encoder = Encoder(default_processes() if processes is None else processes)
         self.completion = Completion(
             settings,
             store,
+            self.encoder,
             self.events,
             self.metrics,
             finish=self._finish,
@@ -164,7 +168,9 @@ class ImageService:
                 check_available()
             placement = loader.resolve_placement(self.settings)
             self.runner = Runner(self.settings, self.registry, placement, self._on_model)
+            encoder = asyncio.create_task(self.encoder.warm(), name="start-encoders")  # beside the load
             self.memory = (await self.scheduler.call(self.runner.load_default)).value
+            await encoder
         except ModelLoadError as exc:
             return self._fail(exc.for_operator)  # the one line an operator reads: with the library's own words
         except (StorageFull, StorageUnavailable) as exc:
@@ -262,6 +268,7 @@ class ImageService:
             self._finish(job, JobStatus.FAILED, JobFailure("shutting_down", "the service stopped"))
         if self._tasks:  # the records of those jobs, before the store closes
             await asyncio.wait(list(self._tasks), timeout=5)
+        await self.encoder.close()
         await self.heartbeat.stop()  # last: every record above is final, so no reader meets a stopped lease early
         if self.runner is not None:
             for name, role in self.runner.unload_all():
@@ -421,10 +428,16 @@ class ImageService:
     async def wait(self, job: Job, client_gone: Callable[[], Awaitable[bool]] | None = None) -> Job:
         """Wait for a job to end. A caller that goes away cancels it, queued or running (at the next denoising step):
         nobody would ever learn the ids of the images it stored. Async jobs never get here, so they keep running."""
+        gone = False
         while not job.status.terminal:
             await job.changed(timeout=0.25)
             if client_gone is not None and not job.cancel_requested.is_set() and await client_gone():
+                gone = True
                 self.cancel(job, f"the client disconnected while the job was {job.status.value}")
+        # Gone during the job, or while its last image was being stored (the check above runs every 0.25 s): the
+        # images it stored, in earlier batches or just now, are removed rather than kept where no one can find them.
+        if client_gone is not None and (gone or await client_gone()) and await self.completion.disown(job):
+            self._spawn(self.records.save(job))
         if job.status is not JobStatus.SUCCEEDED:
             raise JobFailed(job)
         return job

@@ -77,6 +77,7 @@ def test_every_kind_of_call_keeps_the_shared_modules_in_their_dtype(half: Any) -
             ("/generate", {"refine": {"mode": "ensemble", "high_noise_frac": 0.5}, "num_inference_steps": 4}),
             # The per-request options, and a switch to another model and back.
             ("/generate", {"scheduler": "euler_a"}),
+            ("/generate", {"scheduler": "lcm"}),  # few-step models: guidance off, one UNet row per image
             ("/generate", {"vae": "tiny-vae-b"}),
             ("/generate", {"model": "tiny-b"}),
             ("/generate", {}),

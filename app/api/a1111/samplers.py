@@ -17,6 +17,7 @@ SAMPLERS = {
     "DPM++ 2M": "dpmpp_2m",
     "DDIM": "ddim",
     "UniPC": "unipc",
+    "LCM": "lcm",
 }
 KARRAS = {"dpmpp_2m": "dpmpp_2m_karras"}
 SCHEDULES = {"automatic": "Automatic", "karras": "Karras"}  # name -> label

@@ -1,18 +1,17 @@
 """A finished image becomes a stored PNG: provenance, then the watermark and the PNG encoding (in a worker
-thread, off the event loop), then the store. Runs after the GPU owner has handed the image over.
+process, encoder.py), then the store. Runs after the GPU owner has handed the image over.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass
 
 from PIL import Image
 
 from app.config import Settings
-from app.engine.images.metadata import Provenance, encode_png
-from app.engine.images.watermark import apply_watermark
+from app.engine.images.encoder import Encoder
+from app.engine.images.metadata import Provenance
 from app.engine.jobs.items import GenerateParams, RefineParams
 from app.engine.jobs.job import ImageRecord, Job
 from app.storage.base import ImageStore
@@ -28,11 +27,11 @@ class Stored:
 
 
 async def encode_and_store(
-    store: ImageStore, settings: Settings, job: Job, index: int, image: Image.Image, scheduler: str
+    store: ImageStore, encoder: Encoder, settings: Settings, job: Job, index: int, image: Image.Image, scheduler: str
 ) -> Stored:
     """Raises what the store raises (StorageFull, StorageUnavailable, ...); nothing partial is left then."""
     started = time.perf_counter()
-    png = await asyncio.to_thread(encode, image, _provenance(settings, job, index, scheduler))
+    png = await encoder.encode(image, _provenance(settings, job, index, scheduler))
     encoded = time.perf_counter()
     record = ImageRecord(id=new_id(), seed=job.items[index].seed, width=image.width, height=image.height)
     await store.put(record.id, png, _object_metadata(job, record))
@@ -100,9 +99,3 @@ def refine_provenance(
         strength=p.strength,
         parent_id=parent_id,
     )
-
-
-def encode(image: Image.Image, provenance: Provenance) -> bytes:
-    if provenance.watermark:
-        image = apply_watermark(image)
-    return encode_png(image, provenance)

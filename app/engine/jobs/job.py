@@ -71,6 +71,8 @@ class Job:
     images: list[ImageRecord] = field(default_factory=list)
     error: JobFailure | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    # Its synchronous caller went away: nobody will learn its images' ids, so they are removed (completion.py).
+    unclaimed: bool = False
     # Set from the event loop, read by the owner thread at each denoising step.
     cancel_requested: threading.Event = field(default_factory=threading.Event)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)

@@ -93,7 +93,22 @@ def model_steps(settings: Settings, entry: ModelEntry, requested: int | None) ->
     return steps
 
 
-def _guidance(entry: ModelEntry, requested: float | None) -> float:
+def _guidance(entry: ModelEntry, requested: float | None, scheduler: str | None, steps: int) -> float:
+    if scheduler == "lcm":  # few-step models are distilled for little or no guidance, and LCM for <= 50 steps
+        if steps > samplers.LCM_MAX_STEPS:
+            raise InvalidRequest(
+                f"num_inference_steps: with the lcm scheduler, between 1 and {samplers.LCM_MAX_STEPS} "
+                f"(few-step models want 2 to 8), got {steps}",
+                field="num_inference_steps",
+            )
+        if requested is None:
+            return 1.0  # guidance off: one UNet pass per step instead of two
+        if requested > samplers.LCM_MAX_GUIDANCE:
+            raise InvalidRequest(
+                f"guidance_scale: with the lcm scheduler, between 0 and {samplers.LCM_MAX_GUIDANCE:g} (1 or less "
+                f"turns guidance off), got {requested:g}",
+                field="guidance_scale",
+            )
     return entry.defaults.guidance if requested is None else requested
 
 
@@ -117,7 +132,7 @@ def _per_image(
             width=width,
             height=height,
             steps=steps,
-            guidance=_guidance(entry, req.guidance_scale),
+            guidance=_guidance(entry, req.guidance_scale, setup.scheduler, steps),
             seed=(seed + i) % (MAX_SEED + 1),
             setup=setup,
             **extra,

@@ -26,7 +26,12 @@ SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     "ddim": ("DDIMScheduler", {}),  # DDIM
     "unipc": ("UniPCMultistepScheduler", {}),  # UniPC
+    # For few-step models (LCM-distilled, or any model with an LCM LoRA such as latent-consistency/lcm-lora-sdxl):
+    # 2-8 steps, guidance 1-2 or off (params.py holds the rule).
+    "lcm": ("LCMScheduler", {}),  # LCM
 }
+LCM_MAX_GUIDANCE = 2.0
+LCM_MAX_STEPS = 50  # LCMScheduler's original_inference_steps: it refuses more
 _LABELS = {
     "euler a": "euler_a",
     "dpm++ 2m": "dpmpp_2m",
@@ -41,6 +46,7 @@ A1111_LABELS = {
     "dpmpp_2m_karras": "DPM++ 2M Karras",
     "ddim": "DDIM",
     "unipc": "UniPC",
+    "lcm": "LCM",
 }
 # A model's own scheduler (no `scheduler` asked for) is known by its class.
 _CLASS_LABELS = {
@@ -50,6 +56,7 @@ _CLASS_LABELS = {
     "DPMSolverMultistepScheduler": "DPM++ 2M",
     "DDIMScheduler": "DDIM",
     "UniPCMultistepScheduler": "UniPC",
+    "LCMScheduler": "LCM",
 }
 
 

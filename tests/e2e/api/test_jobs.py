@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -139,3 +140,26 @@ def test_disconnected_sync_client_cancels_its_running_job(live: LiveServer) -> N
     assert job.started is not None  # it was running, not queued, when the client went
     assert job.steps_done < job.total_steps  # stopped part-way
     assert len(list(live.settings.image_dir.glob("**/*.png"))) == stored_before  # no orphan image
+
+
+@pytest.mark.parametrize("stored_when_gone", [1, 2])
+def test_a_sync_client_gone_after_some_images_leaves_none_behind(live: LiveServer, stored_when_gone: int) -> None:
+    """The images a synchronous job stored before its caller hung up (earlier batches, or the last one landing as
+    it went) are removed: nobody was given their ids (issue 13, item 7; bench.races found 2 such orphans)."""
+    body = json.dumps({"prompt": "three", "num_images": 3, "num_inference_steps": 16}).encode()
+    host, port = live.url.removeprefix("http://").split(":")
+    s = socket.create_connection((host, int(port)))
+    head = f"POST /generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    s.sendall(head.encode() + b"\r\n" + body)
+    deadline = time.monotonic() + 60
+    while not (jobs := live.service.jobs.kept()) or len(jobs[0].images) < stored_when_gone:  # max_batch 1
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    job = jobs[0]
+    s.close()  # the client goes away with images stored
+    while not job.status.terminal or live.service.completion._storing.get(job):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.3)  # a store that was in flight lands, and is removed
+    assert job.unclaimed and job.images == []
+    assert list(live.settings.image_dir.glob("**/*.png")) == []  # no orphan

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -196,3 +197,27 @@ def test_a_lora_never_leaks_into_refine(live: LiveServer) -> None:
         _png(c, loras=[{"name": "tiny-lora", "scale": 1.0}])  # leaves the adapter loaded on text_encoder_2
         after = c.post("/refine", json=refine, headers={"Accept": "image/png"}).content
         assert _diff(before, after) == 0
+
+
+def test_the_lcm_scheduler_for_few_step_models(client: httpx.Client) -> None:
+    """LCM (issue 16): guidance off by default, at most 2, and at most LCMScheduler's 50 steps; in A1111's terms too."""
+    r = client.post("/generate", json={"prompt": "x", "scheduler": "lcm", "num_inference_steps": 4, "seed": 1})
+    assert r.status_code == 200, r.text
+    record = read_provenance(client.get(f"/download/{r.json()['id']}").content)
+    assert (record["scheduler"], record["guidance_scale"], record["steps"]) == ("lcm", 1.0, 4)
+    assert (
+        "Sampler: LCM," in Image.open(io.BytesIO(client.get(f"/download/{r.json()['id']}").content)).text["parameters"]
+    )
+    error = assert_error(
+        client.post("/generate", json={"prompt": "x", "scheduler": "lcm", "guidance_scale": 7}), 422, "invalid_request"
+    )
+    assert error["field"] == "guidance_scale" and "between 0 and 2" in error["message"] and "got 7" in error["message"]
+    error = assert_error(
+        client.post("/generate", json={"prompt": "x", "scheduler": "lcm", "num_inference_steps": 60}),
+        422,
+        "invalid_request",
+    )
+    assert error["field"] == "num_inference_steps" and "between 1 and 50" in error["message"]
+    a1111 = client.post("/sdapi/v1/txt2img", json={"prompt": "x", "sampler_name": "LCM", "steps": 4, "cfg_scale": 1})
+    assert a1111.status_code == 200, a1111.text
+    assert json.loads(a1111.json()["info"])["sampler_name"] == "LCM"
