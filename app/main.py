@@ -30,6 +30,7 @@ from app.api.routes import (
     openai_edits,
     openai_images,
     refine,
+    ui,
 )
 from app.config import TINY_MODELS, Settings
 from app.engine import ImageService
@@ -75,7 +76,7 @@ def create_app(settings: Settings, *, on_fatal: Callable[[], None] | None = None
     document_auth(app, app.state.auth_enabled, family="tiny" if settings.model in TINY_MODELS else "sdxl")
     install_error_handlers(app)
     routers = (generate, edit, refine, images, jobs, models, openai_images, openai_edits, a1111_images, a1111_info)
-    for module in (*routers, metrics, health):
+    for module in (*routers, metrics, health, ui):
         app.include_router(module.router)
     if settings.docs != "off":
         app.include_router(docs.router)

@@ -6,7 +6,7 @@ SDXL_MAX_PIXELS, SDXL_MAX_STEPS); the engine checks those and answers 422 the sa
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -197,6 +197,21 @@ class ImageResponse(BaseModel):
     parent_id: str | None = None
     job_id: str
     timings: Timings
+
+
+class StoredImageInfo(BaseModel):
+    id: str = Field(description="Image id; GET /download/{id} serves the PNG, DELETE /images/{id} removes it.")
+    created: float = Field(description="When the store wrote it, seconds since the epoch (S3: whole seconds).")
+    size: int = Field(description="The PNG's size in bytes.")
+    provenance: dict[str, Any] | None = Field(
+        description="The record inside the PNG: kind, model, prompt, seed, steps, size, scheduler, parent_id, loras, "
+        "... (everything needed to make it again); null for a PNG without one."
+    )
+
+
+class ImagesPage(BaseModel):
+    images: list[StoredImageInfo] = Field(description="Newest first.")
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
 
 
 class Progress(BaseModel):

@@ -18,6 +18,7 @@ from app.client.errors import SdxlConnectionError, SdxlError, error_from_transpo
 from app.client.models import (
     HealthResponse,
     ImageResponse,
+    ImagesPage,
     JobResponse,
     ModelsResponse,
     PngImage,
@@ -76,6 +77,9 @@ class AsyncClient(ClientBase):
         if path is not None:
             Path(path).write_bytes(png)
         return png
+
+    async def images(self, limit: int | None = None, cursor: str | None = None) -> ImagesPage:
+        return await self._call(calls.images(limit, cursor))
 
     async def delete_image(self, image_id: str) -> None:
         await self._call(calls.delete_image(image_id))

@@ -9,13 +9,21 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 from pydantic import BaseModel
 
 from app.client.errors import SdxlError
-from app.client.models import HealthResponse, ImageResponse, JobResponse, ModelsResponse, PngImage, ReadyResponse
+from app.client.models import (
+    HealthResponse,
+    ImageResponse,
+    ImagesPage,
+    JobResponse,
+    ModelsResponse,
+    PngImage,
+    ReadyResponse,
+)
 from app.client.params import request_body
 
 T = TypeVar("T")
@@ -145,6 +153,11 @@ def job_events(job_id: str) -> Call[None]:
 
 def download(image_id: str) -> Call[bytes]:
     return Call("GET", _path("/download/{}", image_id), _content)
+
+
+def images(limit: int | None, cursor: str | None) -> Call[ImagesPage]:
+    query = {name: value for name, value in (("limit", limit), ("cursor", cursor)) if value is not None}
+    return Call("GET", "/images" + (f"?{urlencode(query)}" if query else ""), _model(ImagesPage))
 
 
 def delete_image(image_id: str) -> Call[None]:

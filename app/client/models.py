@@ -10,19 +10,30 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict
 
-from app.schemas import HealthResponse, ImageInfo, ImageResponse, JobResponse, ReadyResponse, Timings
+from app.schemas import (
+    HealthResponse,
+    ImageInfo,
+    ImageResponse,
+    ImagesPage,
+    JobResponse,
+    ReadyResponse,
+    StoredImageInfo,
+    Timings,
+)
 
 __all__ = [
     "TERMINAL_STATUSES",
     "HealthResponse",
     "ImageInfo",
     "ImageResponse",
+    "ImagesPage",
     "JobResponse",
     "ModelDefaults",
     "ModelInfo",
     "ModelsResponse",
     "PngImage",
     "ReadyResponse",
+    "StoredImageInfo",
     "Timings",
     "is_terminal",
 ]

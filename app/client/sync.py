@@ -18,6 +18,7 @@ from app.client.errors import SdxlConnectionError, SdxlError, error_from_transpo
 from app.client.models import (
     HealthResponse,
     ImageResponse,
+    ImagesPage,
     JobResponse,
     ModelsResponse,
     PngImage,
@@ -85,6 +86,10 @@ class Client(ClientBase):
         if path is not None:
             Path(path).write_bytes(png)
         return png
+
+    def images(self, limit: int | None = None, cursor: str | None = None) -> ImagesPage:
+        """GET /images: a page of stored images, newest first, with their provenance; pass `next_cursor` on."""
+        return self._call(calls.images(limit, cursor))
 
     def delete_image(self, image_id: str) -> None:
         """DELETE /images/{id}."""

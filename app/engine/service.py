@@ -28,6 +28,7 @@ from app.engine.gpu.runner import Rendered, Runner
 from app.engine.gpu.scheduler import Batch, Scheduler
 from app.engine.images import inputs
 from app.engine.images.encoder import Encoder, default_processes
+from app.engine.images.gallery import gallery_page
 from app.engine.images.watermark import check_available
 from app.engine.jobs import admission, params
 from app.engine.jobs.heartbeat import Heartbeat
@@ -390,6 +391,10 @@ class ImageService:
     async def image_text(self, data: str | bytes, field: str = "image") -> dict[str, str]:
         """An image's text chunks (A1111's `parameters` among them): base64 from a request, or a stored PNG's bytes."""
         return await self.inputs.text(data, field)
+
+    async def list_images(self, limit: int, cursor: str | None = None) -> dict[str, Any]:
+        """A page of stored images, newest first, each with its provenance (GET /images)."""
+        return await gallery_page(self.store, limit, cursor)
 
     def active(self) -> list[View]:
         """This replica's jobs that have not ended, oldest first (the loop's own objects: safe to read here)."""

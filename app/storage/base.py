@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Protocol
 
+from app.storage.listing import ImagePage
+
 # How long a presigned download URL stays valid; a redirect to one must not be cached longer.
 PRESIGN_EXPIRY_S = 300
 
@@ -29,6 +31,12 @@ class ImageStore(Protocol):
 
     async def delete(self, image_id: str) -> bool:
         """Remove an image; False if there was none."""
+
+    async def list_images(self, limit: int, cursor: str | None = None) -> ImagePage:
+        """A page of stored images, newest first (`app.storage.listing`); raises `InvalidRequest` for a bad cursor."""
+
+    async def read_start(self, image_id: str, max_bytes: int) -> bytes:
+        """At most the first `max_bytes` of an image (a PNG's text chunks come before its pixels); raises `NotFound`."""
 
     async def presigned_url(self, image_id: str) -> str | None:
         """A time-limited URL the client may fetch directly, or None where the backend gives none.

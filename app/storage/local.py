@@ -24,7 +24,8 @@ from pathlib import Path
 import aiofiles
 
 from app.errors import NotFound, StorageFull, StorageUnavailable
-from app.storage.ids import check_id, check_record_name
+from app.storage.ids import check_id, check_record_name, is_valid_id
+from app.storage.listing import ImagePage, StoredImage, page_of
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +111,25 @@ class LocalImageStore:
 
         try:
             return await asyncio.to_thread(unlink)
+        except OSError as exc:
+            raise _storage_error(exc) from exc
+
+    async def list_images(self, limit: int, cursor: str | None = None) -> ImagePage:
+        try:
+            found = await asyncio.to_thread(_stat_all, self.root.glob("*.png"))
+        except OSError as exc:
+            raise _storage_error(exc) from exc
+        # Only names this store writes; a stray file dropped into the directory is not an image id.
+        images = [StoredImage(p.stem, mtime, size) for mtime, size, p in found if is_valid_id(p.stem)]
+        return page_of(images, limit, cursor)
+
+    async def read_start(self, image_id: str, max_bytes: int) -> bytes:
+        path = self.path_for(image_id)
+        try:
+            async with aiofiles.open(path, "rb") as f:
+                return await f.read(max_bytes)
+        except FileNotFoundError:
+            raise NotFound(f"no image with id {image_id}", field="id") from None
         except OSError as exc:
             raise _storage_error(exc) from exc
 

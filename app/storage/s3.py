@@ -21,7 +21,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from app.config import Settings
 from app.errors import NotFound, ServiceError, StorageUnavailable
 from app.storage.base import PRESIGN_EXPIRY_S
-from app.storage.ids import check_id, check_record_name
+from app.storage.ids import check_id, check_record_name, is_valid_id
+from app.storage.listing import ImagePage, StoredImage, page_of
 
 T = TypeVar("T")
 
@@ -135,6 +136,30 @@ class S3ImageStore:
         )
         return True
 
+    async def list_images(self, limit: int, cursor: str | None = None) -> ImagePage:
+        # S3 lists keys in name order and ids are random, so newest-first means listing every image key (1,000 per
+        # ListObjectsV2 call) and sorting here: fine for tens of thousands of images, not for millions.
+        images = await self._call("list images", self._list_all)
+        return page_of(images, limit, cursor)
+
+    def _list_all(self) -> list[StoredImage]:
+        prefix = f"{self.prefix}images/"
+        found = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                name = obj["Key"][len(prefix) :]
+                image_id, dot, ext = name.partition(".")
+                if dot and ext == "png" and is_valid_id(image_id):
+                    found.append(StoredImage(image_id, obj["LastModified"].timestamp(), int(obj["Size"])))
+        return found
+
+    async def read_start(self, image_id: str, max_bytes: int) -> bytes:
+        key = self._image_key(image_id)
+        try:
+            return await self._call("read an image", self._read, key=key, range_=f"bytes=0-{max_bytes - 1}")
+        except NotFound:
+            raise NotFound(f"no image with id {image_id}", field="id") from None
+
     async def presigned_url(self, image_id: str) -> str | None:
         if not self.presign:
             return None
@@ -167,9 +192,10 @@ class S3ImageStore:
         except NotFound:
             return None
 
-    def _read(self, key: str) -> bytes:
+    def _read(self, key: str, range_: str | None = None) -> bytes:
         # Reading the body is blocking network I/O too, so it happens in the same worker thread.
-        body: bytes = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        extra = {"Range": range_} if range_ else {}
+        body: bytes = self.client.get_object(Bucket=self.bucket, Key=key, **extra)["Body"].read()
         return body
 
 

@@ -23,9 +23,13 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api.errors import A1111_PREFIX, render_error, route_path
-from app.api.routes import docs
+from app.api.routes import docs, ui
 
 PUBLIC_PATHS = frozenset({"/health", "/ready"})
+# The playground's page and files hold no data (app/api/routes/ui.py): public to read, and only to read; what the page
+# shows comes from the API, with the key.
+READ_ONLY_PATHS = ui.PATHS
+_READ = frozenset({"GET", "HEAD"})
 
 
 def _candidates(headers: Headers) -> list[str]:
@@ -65,8 +69,12 @@ class ApiKeyMiddleware:
         self.keys = keys
         self.public = PUBLIC_PATHS | docs.PATHS if public_docs else PUBLIC_PATHS
 
+    def _public(self, scope: Scope) -> bool:
+        path = route_path(scope)
+        return path in self.public or (path in READ_ONLY_PATHS and scope["method"] in _READ)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.keys or route_path(scope) in self.public:
+        if scope["type"] != "http" or not self.keys or self._public(scope):
             await self.app(scope, receive, send)
             return
         if key_matches(_candidates(Headers(scope=scope)), self.keys):

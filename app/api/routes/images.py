@@ -1,16 +1,17 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import RedirectResponse
 
-from app.api.deps import StoreDep
+from app.api.deps import ServiceDep, StoreDep
 from app.api.response_docs import ERRORS
 from app.errors import NotFound
-from app.schemas import ErrorResponse
+from app.schemas import ErrorResponse, ImagesPage
 from app.storage.base import PRESIGN_EXPIRY_S
 from app.storage.ids import check_id
+from app.storage.listing import DEFAULT_PAGE, MAX_PAGE
 
 router = APIRouter(tags=["images"])
 
@@ -67,6 +68,22 @@ for path, name, summary in (
     )
     # HEAD runs the same handler (uvicorn drops the body); kept out of the schema, whose operation ids are unique.
     router.add_api_route(path, download, methods=["HEAD"], include_in_schema=False, name=f"{name}_head")
+
+
+@router.get(
+    "/images",
+    response_model=ImagesPage,
+    responses={422: {"model": ErrorResponse, "description": "A bad limit or cursor"}, **ERRORS},
+    summary="List stored images, newest first, with their provenance",
+)
+async def list_images(
+    service: ServiceDep,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Images per page.")] = DEFAULT_PAGE,
+    cursor: Annotated[str | None, Query(max_length=200, description="`next_cursor` of the previous page.")] = None,
+) -> dict[str, Any]:
+    """Every replica lists the same store. Pages follow a cursor, not an offset: images stored or deleted between two
+    requests shift no page. Each image's provenance is read from its PNG, so a page holds at most 100."""
+    return await service.list_images(limit, cursor)
 
 
 @router.delete(

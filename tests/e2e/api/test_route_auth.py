@@ -28,7 +28,10 @@ KEY = "k"
 DOCS = {"/docs", "/openapi.json"} | {
     f"/docs/assets/{name}" for name in ("swagger-ui-bundle.js", "swagger-ui.css", "favicon.png", "swagger-init.js")
 }
-PUBLIC = {"/health", "/ready"} | DOCS
+# The playground (/ui, and / leading there) and its files hold no data: public to GET (any other method needs the
+# key: tests/e2e/api/test_ui.py); what they show needs the key.
+UI = {"/", "/ui"} | {f"/ui/assets/{name}" for name in ("ui.js", "ui.css", "icon.svg")}
+PUBLIC = {"/health", "/ready"} | DOCS | UI
 # Routes that exist today; the walk must find at least these, so a broken walk cannot pass by finding nothing.
 KNOWN = {"/generate", "/refine", "/download/{id}", "/images/{id}", "/jobs/{id}", "/jobs/{id}/events", "/metrics"}
 KNOWN |= {"/sdapi/v1/txt2img", "/sdapi/v1/options", "/sdapi/v1/progress"}
@@ -83,12 +86,12 @@ def test_every_non_public_route_refuses_without_a_key(secured: LiveServer) -> No
                 assert_error(r, 401, "unauthorized")
 
 
-def test_the_public_list_is_exactly_health_ready_and_the_docs(secured: LiveServer) -> None:
+def test_the_public_list_is_exactly_health_ready_the_docs_and_the_ui(secured: LiveServer) -> None:
     walked = {path for _, path in _walk(secured.app)}
     assert walked >= PUBLIC, f"public paths that are not routes: {PUBLIC - walked}"
     with secured.client() as c:
         for path in PUBLIC:
-            assert c.get(path).status_code == 200
+            assert c.get(path).status_code == (307 if path == "/" else 200), path  # / redirects to ui
 
 
 def _raw(url: str, request_target: str, headers: dict[str, str], body: bytes = b"") -> tuple[int, bytes]:
