@@ -23,6 +23,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException
 from starlette.routing import Match
 from starlette.types import Scope
 
@@ -182,6 +183,9 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         message = "body: the request body is not valid UTF-8 JSON"
         if isinstance(exc.__cause__, RecursionError):  # json.loads gives up past ~1000 levels
             message = "body: the JSON nests arrays or objects too deeply"
+        return render_error(path, 422, "invalid_request", message, field="body")
+    if exc.status_code == 400 and isinstance(exc.__context__, MultiPartException):  # Starlette's form parser
+        message = f"body: the multipart form could not be read ({exc.detail}); send multipart/form-data"
         return render_error(path, 422, "invalid_request", message, field="body")
     type_ = _HTTP_TYPES.get(exc.status_code, "http_error")
     message = exc.detail if isinstance(exc.detail, str) else "request failed"

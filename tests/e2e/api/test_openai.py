@@ -258,3 +258,11 @@ def test_edit_errors_name_the_field(secured: LiveServer) -> None:
         assert r.status_code == 422 and r.json()["error"]["param"] == "image", r.text
         r = c.post("/v1/images/edits", data={"prompt": "x", "bogus": "1"}, files={"image": ("a.png", _png((256, 256)))})
         assert r.status_code == 422 and r.json()["error"]["param"] == "bogus", r.text
+        # A malformed form (what the schema fuzz sent) is a 422 naming the body, not Starlette's bare 400.
+        boundary = "bd8531f83a822e4dcf006dd2ae282ee2"
+        broken = f"--{boundary}\r\n948--{boundary}--\r\n".encode()
+        r = c.post(
+            "/v1/images/edits", content=broken, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
+        )
+        assert r.status_code == 422 and r.json()["error"]["param"] == "body", r.text
+        assert "multipart form could not be read" in r.json()["error"]["message"]
