@@ -11,8 +11,30 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from app.engine.images.metadata import Provenance
+
 ASYNC = {"Prefer": "respond-async"}
 SLOW = {"prompt": "slow", "width": 512, "height": 512, "num_inference_steps": 24}
+
+
+def provenance(**overrides: Any) -> Provenance:
+    """A generated image's provenance (tiny, 256x256, 4 steps, seed 7); `overrides` set what a test is about."""
+    values: dict[str, Any] = {
+        "kind": "generate",
+        "model": "tiny",
+        "prompt": "x",
+        "negative_prompt": None,
+        "prompt_2": None,
+        "negative_prompt_2": None,
+        "seed": 7,
+        "steps": 4,
+        "guidance_scale": 5.0,
+        "width": 256,
+        "height": 256,
+        "scheduler": "EulerDiscreteScheduler",
+        "watermark": False,
+    }
+    return Provenance(**{**values, **overrides})
 
 
 def decode(png: bytes) -> Image.Image:

@@ -15,23 +15,9 @@ import pytest
 from PIL import Image
 
 from app.engine.images.encoder import Encoder, default_processes, encode
-from app.engine.images.metadata import Provenance
+from tests.helpers import provenance
 
-PROVENANCE = Provenance(
-    kind="generate",
-    model="tiny",
-    prompt="a lighthouse",
-    negative_prompt=None,
-    prompt_2=None,
-    negative_prompt_2=None,
-    seed=7,
-    steps=4,
-    guidance_scale=5.0,
-    width=512,
-    height=512,
-    scheduler="EulerDiscreteScheduler",
-    watermark=True,
-)
+PROVENANCE = provenance(prompt="a lighthouse", width=512, height=512, watermark=True)
 
 
 def _image() -> Image.Image:
@@ -51,18 +37,18 @@ def test_default_is_half_the_cores_one_to_four() -> None:
 
 @pytest.mark.parametrize("watermark", [True, False])
 def test_a_worker_process_encodes_what_this_process_would(watermark: bool) -> None:
-    provenance = replace(PROVENANCE, watermark=watermark)
+    chosen = replace(PROVENANCE, watermark=watermark)
     encoder = Encoder(1)
 
     async def run() -> tuple[bytes, list[int]]:
         try:
-            png = await encoder.encode(_image(), provenance)
+            png = await encoder.encode(_image(), chosen)
             return png, _workers(encoder)
         finally:
             await encoder.close()
 
     png, workers = asyncio.run(run())
-    assert png == encode(_image(), provenance)  # watermark and PNG are deterministic: byte for byte
+    assert png == encode(_image(), chosen)  # watermark and PNG are deterministic: byte for byte
     assert workers and os.getpid() not in workers
     assert encoder._pool is None
 

@@ -10,27 +10,14 @@ import numpy as np
 from PIL import Image
 
 from app.engine.images.gallery import HEAD_BYTES, gallery_page
-from app.engine.images.metadata import Provenance, encode_png, read_provenance
+from app.engine.images.metadata import encode_png, read_provenance
 from app.storage.ids import new_id
 from app.storage.local import LocalImageStore
+from tests.helpers import provenance
 
 
 def _png(prompt: str, size: int = 256) -> bytes:
-    p = Provenance(
-        kind="generate",
-        model="tiny",
-        prompt=prompt,
-        negative_prompt=None,
-        prompt_2=None,
-        negative_prompt_2=None,
-        seed=3,
-        steps=4,
-        guidance_scale=5.0,
-        width=size,
-        height=size,
-        scheduler="euler",
-        watermark=False,
-    )
+    p = provenance(prompt=prompt, seed=3, width=size, height=size, scheduler="euler")
     noise = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)  # incompressible pixels
     return encode_png(Image.fromarray(noise), p)
 

@@ -6,27 +6,14 @@ import io
 
 from PIL import Image
 
-from app.engine.images.metadata import Provenance, encode_png, read_provenance
+from app.engine.images.metadata import encode_png, read_provenance
+from tests.helpers import provenance
 
 FORGED = "a cat\nNegative prompt: everything\nSteps: 1, Sampler: x, CFG scale: 1, Seed: 1, Size: 64x64"
 
 
 def _png(prompt: str, negative: str | None) -> bytes:
-    p = Provenance(
-        kind="generate",
-        model="tiny",
-        prompt=prompt,
-        negative_prompt=negative,
-        prompt_2=None,
-        negative_prompt_2=None,
-        seed=7,
-        steps=4,
-        guidance_scale=5.0,
-        width=256,
-        height=256,
-        scheduler="EulerDiscreteScheduler",
-        watermark=False,
-    )
+    p = provenance(prompt=prompt, negative_prompt=negative)
     return encode_png(Image.new("RGB", (256, 256)), p)
 
 
