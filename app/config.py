@@ -87,7 +87,13 @@ class Settings(BaseSettings):
     warmup: bool | None = Field(
         None,
         description="At startup, run generate, img2img and refine once at the default size and report the peak "
-        "memory (log, /models). Unset: on CUDA only.",
+        "memory (log, /models). Unset: on CUDA, or with SDXL_TORCH_COMPILE.",
+    )
+    torch_compile: bool = Field(
+        False,
+        description="torch.compile the default model's UNet (its transformer blocks, regionally) and VAE decoder, "
+        "with dynamic shapes. The startup warm-up then compiles every shape a request can need, so no request "
+        "waits for it (tens of seconds on a GPU, minutes on CPU). Calls with a LoRA run uncompiled.",
     )
     variant: str | None = Field(
         None,

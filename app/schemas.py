@@ -326,6 +326,11 @@ class Warmup(BaseModel):
     seconds: float
     peak_bytes: int | None = Field(description="Peak device memory of the warm-up calls (CUDA only).")
     calls: list[str]
+    compiled_graphs: dict[str, int] | None = Field(
+        None,
+        description="Graphs torch.compile built during the warm-up, by part (unet, vae_decoder; "
+        "SDXL_TORCH_COMPILE); null when off.",
+    )
 
 
 class DeviceMemory(BaseModel):
@@ -339,4 +344,6 @@ class DeviceMemory(BaseModel):
     reason: str | None = Field(description="Why this mode: the sizes it was chosen from.")
     base_bytes: int | None = Field(description="The default model's weights as loaded.")
     vae_upcast: bool | None = Field(description="The default VAE decodes in float32 (force_upcast in half precision).")
-    warmup: Warmup | None = Field(description="The startup warm-up (SDXL_WARMUP; on CUDA by default).")
+    warmup: Warmup | None = Field(
+        description="The startup warm-up (SDXL_WARMUP; on CUDA or with SDXL_TORCH_COMPILE by default)."
+    )

@@ -59,7 +59,7 @@ class LiveServer:
         self.thread.join(30)
 
 
-def start_server(settings: Settings, wait_ready: bool = True) -> LiveServer:
+def start_server(settings: Settings, wait_ready: bool = True, ready_within_s: float = 60) -> LiveServer:
     app = create_app(settings)
     port = free_port()
     config = server_config(app, settings, host="127.0.0.1", port=port, lifespan="on")
@@ -67,7 +67,7 @@ def start_server(settings: Settings, wait_ready: bool = True) -> LiveServer:
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
     thread.start()
     live = LiveServer(settings, f"http://127.0.0.1:{port}", app, server, thread)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + ready_within_s
     while time.monotonic() < deadline:
         try:
             status = httpx.get(f"{live.url}/ready", timeout=2).status_code

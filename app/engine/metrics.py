@@ -54,5 +54,14 @@ class Metrics:
             registry=r,
         )
 
+        self.compile = Histogram(
+            "sdxl_compile_seconds",
+            "torch.compile: seconds per graph compiled (SDXL_TORCH_COMPILE); a count that grows after startup "
+            "means requests waited for compiles",
+            ["part"],
+            buckets=(1, 5, 15, 30, 60, 120, 300, 600),
+            registry=r,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

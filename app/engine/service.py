@@ -21,7 +21,7 @@ from PIL import Image
 from app.config import Settings
 from app.engine import versions
 from app.engine.completion import Completion
-from app.engine.gpu import loader, warmup
+from app.engine.gpu import compiled, loader, warmup
 from app.engine.gpu.memory import Memory
 from app.engine.gpu.model_cache import free_memory
 from app.engine.gpu.runner import Rendered, Runner
@@ -167,7 +167,7 @@ class ImageService:
             if self.settings.watermark:
                 check_available()
             placement = loader.resolve_placement(self.settings)
-            self.runner = Runner(self.settings, self.registry, placement, self._on_model)
+            self.runner = Runner(self.settings, self.registry, placement, self._on_model, on_compile=self._on_compile)
             encoder = asyncio.create_task(self.encoder.warm(), name="start-encoders")  # beside the load
             self.memory = (await self.scheduler.call(self.runner.load_default)).value
             await encoder
@@ -179,7 +179,8 @@ class ImageService:
             return self._fail(f"watermarking needs invisible-watermark ({exc}); or set SDXL_WATERMARK=false")
         self._placement, self.device = placement, placement.device
         await self._refiner.resolve(self.runner)  # its files, not its weights: it loads on first use
-        if self.settings.warmup or (self.settings.warmup is None and placement.device == "cuda"):
+        auto = placement.device == "cuda" or self.settings.torch_compile  # compiling is what a warm-up is for
+        if self.settings.warmup or (self.settings.warmup is None and auto):
             await self._warm_up()
         if self.state is State.LOADING:
             self.state = State.READY
@@ -203,6 +204,19 @@ class ImageService:
         edit = dataclasses.replace(first, kind="img2img", image=picture, strength=0.5)
         # The generate last, so that in swap mode the base's UNet is on the device for the first request.
         calls: list[list[GenerateParams] | list[RefineParams]] = []
+        if self.settings.torch_compile:  # the shapes torch compiles a graph of its own for (compiled.py)
+            for images, guided in compiled.WARM_UP_SHAPES:
+                # Not square: a graph first built for width == height would hold for square images only.
+                shape = dataclasses.replace(first, height=first.height + 64, guidance=first.guidance if guided else 1.0)
+                try:
+                    admission.admit(self.memory, self.registry, shape, images)
+                except ServiceError as exc:
+                    guidance = "on" if guided else "off"
+                    logger.warning(
+                        "warm-up without compiling %d image(s), guidance %s: %s", images, guidance, exc.message
+                    )
+                    continue
+                calls.append([dataclasses.replace(shape, seed=shape.seed + i) for i in range(images)])
         for label, item in (("refine", refine), ("img2img", edit), ("generate", first)):
             try:
                 admission.admit(self.memory, self.registry, item, 1)
@@ -217,6 +231,10 @@ class ImageService:
         except Exception as exc:  # out of memory, a broken pipeline: what the first request would meet
             logger.debug("warm-up failed", exc_info=True)
             logger.error("the startup warm-up failed: %s", first_line(exc))
+
+    def _on_compile(self, part: str, seconds: float) -> None:
+        """From the owner thread: torch.compile built a graph of `part` (unet, vae_decoder)."""
+        self.metrics.compile.labels(part).observe(seconds)
 
     def _on_model(self, name: str, role: str, old: str, new: str, seconds: float | None) -> None:
         """From the owner thread: a model moved between disk, CPU memory and the device. Prometheus and the

@@ -25,11 +25,16 @@ def adapter_name(lora: str) -> str:
     return "lora_" + lora.encode().hex()
 
 
-def apply_loras(pipe: Any, loras: list[tuple[ExtraEntry, float]], resolve: Any) -> bool:
+def apply_loras(pipe: Any, loras: list[tuple[ExtraEntry, float]], resolve: Any, unload_idle: bool = False) -> bool:
     """Make exactly `loras` active on `pipe` for the next call. `resolve(source)` gives a loadable path.
+    `unload_idle`: a call without LoRA unloads the adapters instead of disabling them (a compiled pipeline: its
+    graphs hold only for the layers without PEFT's wrappers, see compiled.py).
     True when adapters were loaded or deleted: the pipeline's size changed."""
     loaded = _loaded(pipe)
     if not loras:
+        if loaded and unload_idle:
+            pipe.unload_lora_weights()
+            return True
         if loaded:
             pipe.disable_lora()
         return False

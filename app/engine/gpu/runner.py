@@ -15,7 +15,7 @@ from typing import Any, cast
 from PIL import Image
 
 from app.config import Settings
-from app.engine.gpu import fetch, loader, memory, pipelines, residency
+from app.engine.gpu import compiled, fetch, loader, memory, pipelines, residency
 from app.engine.gpu.adapters import apply_loras
 from app.engine.gpu.components import Components
 from app.engine.gpu.memory import Call, Memory
@@ -43,9 +43,18 @@ class Rendered:
 
 
 class Runner:
-    def __init__(self, settings: Settings, registry: Registry, placement: loader.Placement, on_model: OnModel):
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        placement: loader.Placement,
+        on_model: OnModel,
+        on_compile: Callable[[str, float], None] | None = None,
+    ):
         self.settings, self.registry, self.placement = settings, registry, placement
         self._on_model = on_model
+        # SDXL_TORCH_COMPILE: the default model only, the one every request without `model` runs (compiled.py).
+        self.compiler = compiled.Compiler(on_compile) if settings.torch_compile else None
         # Models load onto the CPU first, so the cache can make room on the device before the copy.
         self._staging = loader.Placement("cpu", placement.dtype_name)
         self.cache = PipelineCache(
@@ -80,6 +89,8 @@ class Runner:
         if entry.vae is not None:
             vae = loader.load_vae(self.registry.vaes[entry.vae], self.settings, self._staging, local_only)
         pipe = loader.load_model(entry, self.settings, self._staging, vae=vae, local_only=local_only)
+        if self.compiler is not None and entry.name == self.registry.default:
+            self.compiler.compile(pipe, decoder=self.placement.device != "cpu")  # compiled.py: why not on CPU
         self._load_seconds[entry.name] = time.perf_counter() - started
         self.scheduler_names[entry.name] = type(pipe.scheduler).__name__
         return pipe
@@ -199,8 +210,9 @@ class Runner:
             for i, (name, scale) in enumerate(p.setup.loras)
         ]
         changed = False
+        is_compiled = compiled.is_compiled(slot.pipe)
         try:
-            changed = apply_loras(slot.pipe, loras, self._resolve)
+            changed = apply_loras(slot.pipe, loras, self._resolve, unload_idle=is_compiled)
         finally:  # a refused LoRA may have deleted adapters too
             if loras or changed:
                 self.cache.resize(entry.name, pipeline_bytes(slot.pipe))
@@ -223,7 +235,8 @@ class Runner:
             if "refiner" in self.parking.parked:  # SWAP: the base's UNet makes way half-way through the call
                 switch = partial(self._to_refiner_unet, self._activations(entry, p, len(batch)))
         # Through the module, so tests can inject faults (OOM, a broken pipeline) at the call itself.
-        return pipelines.run_generate(with_components(pipe, **overrides), batch, on_step, refiner, switch)
+        with compiled.eager(active=bool(loras) and is_compiled):  # PEFT's layers are not what was compiled
+            return pipelines.run_generate(with_components(pipe, **overrides), batch, on_step, refiner, switch)
 
     def refine(self, p: RefineParams, on_step: Callable[[], None]) -> Image.Image:
         entry = self.registry.model(None)
@@ -232,7 +245,9 @@ class Runner:
         self._make_room(need + parked, keep={entry.name}, uses_refiner=True, refine=True)
         self._to_refiner_unet(need)
         # The refiner shares the default model's text_encoder_2, where a LoRA may have text-encoder layers.
-        apply_loras(self.default_pipeline, [], self._resolve)
+        unload = compiled.is_compiled(self.default_pipeline)
+        if apply_loras(self.default_pipeline, [], self._resolve, unload_idle=unload):
+            self.cache.resize(self.registry.default, pipeline_bytes(self.default_pipeline))
         self._set_decode(entry, p, 1, self.refiner.vae)
         return pipelines.run_refiner(self.refiner, p, on_step)
 

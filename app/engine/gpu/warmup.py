@@ -32,6 +32,10 @@ def warm_up(runner: Runner, calls: list[list[GenerateParams] | list[RefineParams
     if cuda:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - started
+    compiler = runner.compiler
+    if compiler is not None:
+        compiler.warmed = True  # from here on, a compile is one a request waits for
+        logger.info("warm-up: torch.compile built %s graphs in %.1fs", compiler.graphs, compiler.seconds)
     peak = int(torch.cuda.max_memory_allocated()) if cuda else None
     budget = runner.memory.budget
     logger.info(
@@ -41,4 +45,7 @@ def warm_up(runner: Runner, calls: list[list[GenerateParams] | list[RefineParams
         memory.gib(peak) if peak is not None else "not measured (not CUDA)",
         f" of a {memory.gib(budget)} budget" if budget is not None else "",
     )
-    return {"seconds": round(seconds, 3), "peak_bytes": peak, "calls": done}
+    result: dict[str, Any] = {"seconds": round(seconds, 3), "peak_bytes": peak, "calls": done}
+    if compiler is not None:
+        result["compiled_graphs"] = dict(compiler.graphs)
+    return result

@@ -1,0 +1,52 @@
+"""The VAE decoder's compile (CUDA and MPS only in the service, see compiled.py), proven on CPU: with inductor it
+decodes what eager decodes, and dynamic shapes keep one graph per leading-dimension kind across image sizes
+wherever torch's CPU convolution makes the same choice (the reason the service leaves it eager on CPU)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from app.engine.gpu.compiled import Compiler, eager, is_compiled
+from app.engine.models.tiny.build import ensure_tiny_models
+
+
+@pytest.fixture(scope="module")
+def pipe(model_cache: Path) -> Any:
+    from diffusers import StableDiffusionXLPipeline
+
+    return StableDiffusionXLPipeline.from_pretrained(
+        str(ensure_tiny_models(model_cache).base), use_safetensors=True, add_watermarker=False
+    )
+
+
+def _decode(pipe: Any, latents: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return pipe.vae.decode(latents).sample  # type: ignore[no-any-return]
+
+
+def test_a_compiled_decoder_decodes_what_eager_decodes(pipe: Any) -> None:
+    seen: list[tuple[str, float]] = []
+    compiler = Compiler(lambda part, seconds: seen.append((part, seconds)))
+    # Batches of 2 and more always take oneDNN on CPU: one graph for all of these sizes.
+    latents = [
+        torch.randn(b, 4, h, w, generator=torch.Generator().manual_seed(b + h))
+        for b, h, w in ((2, 40, 32), (3, 32, 48), (2, 48, 48))
+    ]
+    reference = [_decode(pipe, x) for x in latents]
+    compiler.compile(pipe, decoder=True)
+    assert is_compiled(pipe)
+    assert not any(p.requires_grad for p in [*pipe.unet.parameters(), *pipe.vae.parameters()])
+    for x, want in zip(latents, reference, strict=True):
+        got = _decode(pipe, x)
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    assert compiler.graphs == {"unet": 0, "vae_decoder": 1}, compiler.graphs
+    assert [part for part, _ in seen] == ["vae_decoder"] and seen[0][1] > 0
+
+    compiler.warmed = True
+    with eager():  # LoRA calls: nothing compiles, the Python code runs
+        torch.testing.assert_close(_decode(pipe, latents[0][:1]), reference[0][:1], atol=1e-4, rtol=1e-4)
+    assert compiler.graphs["vae_decoder"] == 1
