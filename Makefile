@@ -60,6 +60,7 @@ lint: install-dev
 bench: install-dev
 	$(PY) -m bench $(BENCH_ARGS)
 	$(PY) -m bench.models
+	$(PY) -m bench.bookkeeping
 
 # Re-resolve every lock from the ranges (requirements*.txt, lock/torch.txt), then run `make test`: see the
 # README for upgrading safely. The dev lock is resolved first; the runtime locks are held to its versions, so

@@ -56,8 +56,8 @@ class Metrics:
 
         self.compile = Histogram(
             "sdxl_compile_seconds",
-            "torch.compile: seconds per graph compiled (SDXL_TORCH_COMPILE); a count that grows after startup "
-            "means requests waited for compiles",
+            "torch.compile (SDXL_TORCH_COMPILE): inductor's seconds per graph built (the tracing before it is not "
+            "counted); a count that grows after startup means requests waited for compiles",
             ["part"],
             buckets=(1, 5, 15, 30, 60, 120, 300, 600),
             registry=r,

@@ -16,8 +16,9 @@ LoRA: PEFT wraps the UNet's linear layers, which invalidates every compiled grap
 disabled). A call with a LoRA therefore runs uncompiled (`eager()`), and the adapters are unloaded before the next
 call without one (adapters.py), which puts back the very layers the graphs were compiled for.
 
-Every graph compiled is counted and timed through a wrapping backend: after the warm-up, a compile means a
-request waited for it, so it is logged as a warning.
+Every graph compiled is counted and timed through a wrapping backend (the time is inductor's; dynamo's tracing
+before it, a few seconds per graph here, is not in it): after the warm-up, a compile means a request waited for it,
+so it is logged as a warning.
 """
 
 from __future__ import annotations
