@@ -45,6 +45,7 @@ class Compiler:
 
     def __init__(self, on_graph: Callable[[str, float], None] | None = None) -> None:
         self.graphs: dict[str, int] = {"unet": 0, "vae_decoder": 0}
+        self.failures = 0  # graphs inductor could not build: they run eager (FX's own forward)
         self.seconds = 0.0
         self.warmed = False  # set after the startup warm-up: a later compile made a request wait
         self._on_graph = on_graph
@@ -52,9 +53,22 @@ class Compiler:
     def _backend(self, part: str) -> Callable[[Any, list[Any]], Any]:
         def backend(graph: Any, example_inputs: list[Any]) -> Any:
             from torch._dynamo.backends.registry import lookup_backend
+            from torch._dynamo.exc import RestartAnalysis
 
             started = time.perf_counter()
-            compiled = lookup_backend("inductor")(graph, example_inputs)
+            try:
+                compiled = lookup_backend("inductor")(graph, example_inputs)
+            except RestartAnalysis:  # dynamo's own control flow: it traces again and calls us back
+                raise
+            except Exception as exc:  # no C compiler, an inductor bug: serve this graph eager rather than fail calls
+                self.failures += 1
+                logger.error(
+                    "torch.compile: inductor could not build a %s graph (%s: %s); it runs uncompiled",
+                    part,
+                    type(exc).__name__,
+                    str(exc).strip().splitlines()[0][:300] if str(exc).strip() else "",
+                )
+                return graph.forward
             seconds = time.perf_counter() - started
             self.graphs[part] += 1
             self.seconds += seconds

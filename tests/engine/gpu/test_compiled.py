@@ -50,3 +50,30 @@ def test_a_compiled_decoder_decodes_what_eager_decodes(pipe: Any) -> None:
     with eager():  # LoRA calls: nothing compiles, the Python code runs
         torch.testing.assert_close(_decode(pipe, latents[0][:1]), reference[0][:1], atol=1e-4, rtol=1e-4)
     assert compiler.graphs["vae_decoder"] == 1
+
+
+def test_a_graph_inductor_cannot_build_runs_eager(model_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fault injection: inductor fails (as without a C compiler). The call still decodes, uncompiled."""
+    from diffusers import StableDiffusionXLPipeline
+    from torch._dynamo.backends import registry
+
+    fresh = StableDiffusionXLPipeline.from_pretrained(
+        str(ensure_tiny_models(model_cache).base), use_safetensors=True, add_watermarker=False
+    )
+    latents = torch.randn(2, 4, 40, 32, generator=torch.Generator().manual_seed(5))
+    want = _decode(fresh, latents)
+
+    def no_compiler(graph: Any, example_inputs: Any) -> Any:
+        raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found")
+
+    original = registry.lookup_backend
+
+    def broken(backend: Any) -> Any:  # dynamo resolves our own backend through it too: only inductor breaks
+        return no_compiler if backend == "inductor" else original(backend)
+
+    torch._dynamo.reset()  # type: ignore[no-untyped-call]  # no graph cached from the test above
+    monkeypatch.setattr(registry, "lookup_backend", broken)
+    compiler = Compiler()
+    compiler.compile(fresh, decoder=True)
+    torch.testing.assert_close(_decode(fresh, latents), want, atol=1e-5, rtol=1e-5)
+    assert compiler.failures == 1 and compiler.graphs == {"unet": 0, "vae_decoder": 0}
