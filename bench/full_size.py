@@ -328,6 +328,8 @@ def run(opts: Options, save: Callable[[dict[str, Any]], None] = lambda result: N
                 configs["compiled", batch] = measure(bare, opts, "compiled", batch, seeds, opts.warmup - 1)
                 _record(result, configs, opts.batch, save)
         if opts.service:
+            if opts.device == "cuda":
+                torch.cuda.empty_cache()  # the bare batches' cached blocks: the service sizes its budget on free memory
             mode = "compiled" if opts.compile else "eager"
             result["service"] = measure_service(bare, model_dir, opts, configs[mode, opts.batch], seeds)
             save(result)
