@@ -59,7 +59,7 @@ class Options:
     service: bool
     warmup: int  # untimed calls per config (the compiled configs' first call is one of them)
     repeats: int  # timed calls per config
-    single_samples: int  # request + bare call pairs for the single-request ratio (after one untimed pair)
+    single_samples: int  # request + bare call pairs for the single-request ratio (after 1-2 untimed pairs)
     out: Path
 
 
@@ -242,7 +242,8 @@ def measure_service(
         with running(f"full-size-{opts.device}", opts.out, startup_timeout_s=600, **settings) as server:
             ready_s = time.perf_counter() - started
             _say(f"bench: service ready in {ready_s:.1f}s; one request vs the bare call")
-            single = single_request(server, bare, opts.single_samples, seeds, untimed=1)
+            # Untimed first: the first requests after the warm-up still pay one-off costs (seconds on a CPU).
+            single = single_request(server, bare, opts.single_samples, seeds, untimed=1 if opts.repeats == 1 else 2)
             _say(f"bench: service, {opts.batch} clients")
             # One untimed round of B requests, then timed images: B (quick), 2B otherwise.
             images_timed = opts.batch * (1 if opts.repeats == 1 else 2)
