@@ -8,13 +8,14 @@ cd "$(dirname "$0")/../.."
 LOCK=lock/runtime-cpu.txt
 # What app and bench import that the machine has not got (it has torch, transformers, accelerate, safetensors,
 # httpx, peft, pillow, opencv-python-headless, prometheus-client, aiofiles, uvloop), and their own dependencies.
-# requests, click, h11, anyio, importlib-metadata may be there already: carried anyway, they are small leaves.
+# requests, click, h11, anyio, importlib-metadata may be there already: carried anyway, they are small leaves;
+# typing-extensions too, since pydantic-core 2.50 needs 4.16 (its Sentinel), newer than torch asks for.
 PACKAGES=(
   diffusers requests urllib3 idna charset-normalizer certifi importlib-metadata zipp
   fastapi starlette anyio annotated-doc opentelemetry-api fastapi-offline python-multipart
   uvicorn click h11
   pydantic pydantic-core pydantic-settings python-dotenv annotated-types typing-inspection
-  invisible-watermark pywavelets
+  invisible-watermark pywavelets typing-extensions
 )
 PACKAGES+=("$@")
 pins=()
