@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"bench: bare pipeline, batch {batch}")
         rates.append(measure_bare(bare, batch, plan.images, plan.warmup_rounds, seeds))
 
-    common = {"model": "tiny", "cache_dir": cache_dir, "device": "cpu", "watermark": False}
+    common: dict[str, Any] = {"model": "tiny", "cache_dir": cache_dir, "device": "cpu", "watermark": False}
     with tempfile.TemporaryDirectory(prefix="sdxl-bench-images-") as images:
         with running("batching-on", out, image_dir=Path(images), max_batch=8, **common) as on:
             meta["server_torch_threads"] = on.torch_threads
