@@ -64,6 +64,7 @@ def test_compiled_on_cpu(tmp_path: Path) -> None:
     _check_bare(result, ["eager", "compiled"])
     compiled = result["compile"]
     assert compiled["graphs"]["unet"] > 0
+    assert compiled["graphs_after_timed"] == compiled["graphs"]  # nothing compiled while timing
     assert compiled["graphs"]["vae_decoder"] == 0  # not on CPU, as in the service (app/engine/gpu/compiled.py)
     assert _positive(compiled["backend_seconds"])
     first = compiled["first_call_seconds"]
