@@ -56,11 +56,13 @@ lint: install-dev
 
 # Benchmarks on the tiny model (not part of the tests): prints tables, writes bench/results/{results,models}.json
 # and results.png.
-# `make bench BENCH_ARGS=--quick` for a smoke run.
+# `make bench BENCH_ARGS=--quick` for a smoke run. `make bench BENCH_ARGS="--device cuda --full-size"`: the real SDXL
+# architecture on a GPU instead (bench/full_size.py; writes bench/results/full-size-cuda-sdxl.json); models and
+# bookkeeping not run.
 bench: install-dev
 	$(PY) -m bench $(BENCH_ARGS)
-	$(PY) -m bench.models
-	$(PY) -m bench.bookkeeping
+	$(if $(findstring --full-size,$(BENCH_ARGS)),,$(PY) -m bench.models)
+	$(if $(findstring --full-size,$(BENCH_ARGS)),,$(PY) -m bench.bookkeeping)
 
 # Re-resolve every lock from the ranges (requirements*.txt, lock/torch.txt), then run `make test`: see the
 # README for upgrading safely. The dev lock is resolved first; the runtime locks are held to its versions, so

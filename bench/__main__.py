@@ -1,5 +1,7 @@
 """`python -m bench [--quick] [--out DIR]`: every benchmark side by side in one run, printed and saved.
 
+`python -m bench --full-size [--device cuda ...]` runs the full-size mode instead (bench/full_size.py).
+
 Phases, one at a time so that nothing else competes for the CPU:
   1. the bare pipeline at batch sizes 1, 4, 8 (in this process, no server running);
   2. a server with batching on (default settings: max_batch 8, batch window 50 ms): 1, 4, 8 clients;
@@ -47,6 +49,11 @@ QUICK = Plan(images=8, warmup_rounds=1, single_samples=3, saturation_s=5.0)
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--full-size" in argv:  # its own flags (--device, --size, ...): its own parser
+        from bench import full_size
+
+        return full_size.main([a for a in argv if a != "--full-size"])
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few requests: a smoke run, not numbers to quote")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
@@ -90,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"bench: bare pipeline, batch {batch}")
         rates.append(measure_bare(bare, batch, plan.images, plan.warmup_rounds, seeds))
 
-    common = {"model": "tiny", "cache_dir": cache_dir, "device": "cpu", "watermark": False}
+    common: dict[str, Any] = {"model": "tiny", "cache_dir": cache_dir, "device": "cpu", "watermark": False}
     with tempfile.TemporaryDirectory(prefix="sdxl-bench-images-") as images:
         with running("batching-on", out, image_dir=Path(images), max_batch=8, **common) as on:
             meta["server_torch_threads"] = on.torch_threads

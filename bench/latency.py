@@ -37,20 +37,22 @@ class SingleRequest:
         return self.e2e_ms / self.bare_ms
 
 
-def single_request(server: BenchServer, bare: BarePipeline, samples: int, seeds: Seeds) -> SingleRequest:
-    """One client, one request at a time; each request is followed by the bare call for the same seed, so any
-    drift of the machine hits both alike. Two untimed rounds first."""
+def single_request(
+    server: BenchServer, bare: BarePipeline, samples: int, seeds: Seeds, untimed: int = 2
+) -> SingleRequest:
+    """One client, one request at a time; each request is followed by the bare call for the same seed (and the
+    bare pipeline's workload), so any drift of the machine hits both alike. `untimed` rounds first."""
     e2e, plain = [], []
     stages: dict[str, list[float]] = {stage: [] for stage in STAGES}
     with server.client() as client:
-        for i in range(samples + 2):
+        for i in range(samples + untimed):
             seed = seeds.next()
             started = time.perf_counter()
-            response = client.post("/generate", json=request_body(seed)).raise_for_status()
+            response = client.post("/generate", json=request_body(seed, bare.workload)).raise_for_status()
             middle = time.perf_counter()
             bare([seed])
             ended = time.perf_counter()
-            if i >= 2:
+            if i >= untimed:
                 e2e.append((middle - started) * 1000)
                 plain.append((ended - middle) * 1000)
                 timings = response.json()["timings"]

@@ -72,7 +72,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def running(name: str, log_dir: Path, **settings: Any) -> Iterator[BenchServer]:
+def running(
+    name: str, log_dir: Path, startup_timeout_s: float = STARTUP_TIMEOUT_S, **settings: Any
+) -> Iterator[BenchServer]:
     """Start the service with these Settings values (model, cache_dir, image_dir, ...), ready; stop it after."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED_ENV)}
@@ -88,7 +90,7 @@ def running(name: str, log_dir: Path, **settings: Any) -> Iterator[BenchServer]:
         )
     server = BenchServer(name, f"http://{HOST}:{port}", process, log_path)
     try:
-        wait_ready(server)
+        wait_ready(server, startup_timeout_s)
         # The first read also installs the owner clock, before any measured work.
         server.torch_threads = int(httpx.get(f"{server.url}/_bench/owner", timeout=30).json()["torch_threads"])
         yield server
@@ -96,8 +98,8 @@ def running(name: str, log_dir: Path, **settings: Any) -> Iterator[BenchServer]:
         stop(process)
 
 
-def wait_ready(server: BenchServer) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+def wait_ready(server: BenchServer, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             break

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import httpx
 
 from bench.server import BenchServer
-from bench.workload import BarePipeline, Seeds, request_body
+from bench.workload import CPU, BarePipeline, Seeds, Workload, request_body
 
 
 @dataclass
@@ -29,8 +29,8 @@ class Load:
     """`clients` threads, each with its own keep-alive connection, POSTing /generate back to back, a fresh seed
     each time. Bounded: it ends after `images` requests in all, or once stop() is called if `images` is None."""
 
-    def __init__(self, url: str, clients: int, seeds: Seeds, images: int | None) -> None:
-        self.url, self.seeds = url, seeds
+    def __init__(self, url: str, clients: int, seeds: Seeds, images: int | None, workload: Workload = CPU) -> None:
+        self.url, self.seeds, self.workload = url, seeds, workload
         self._left = images
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -75,7 +75,7 @@ class Load:
             self._ready.wait()
             while self._take():
                 try:
-                    response = client.post("/generate", json=request_body(self.seeds.next()))
+                    response = client.post("/generate", json=request_body(self.seeds.next(), self.workload))
                     failure = None if response.status_code == 200 else f"{response.status_code} {response.text[:300]}"
                 except httpx.HTTPError as exc:
                     failure = f"{type(exc).__name__}: {exc}"
@@ -89,12 +89,18 @@ class Load:
 
 
 def measure_server(
-    server: BenchServer, config: str, clients: int, images: int, warmup: int, seeds: Seeds
+    server: BenchServer,
+    config: str,
+    clients: int,
+    images: int,
+    warmup: int,
+    seeds: Seeds,
+    workload: Workload = CPU,
 ) -> Throughput:
     """Warm up with `warmup` rounds of `clients` requests, then time `images` requests."""
-    Load(server.url, clients, seeds, warmup * clients).run()
+    Load(server.url, clients, seeds, warmup * clients, workload).run()
     images_before, calls_before = server.batch_stats()
-    seconds = Load(server.url, clients, seeds, images).run()
+    seconds = Load(server.url, clients, seeds, images, workload).run()
     images_after, calls_after = server.batch_stats()
     mean_batch = (images_after - images_before) / max(calls_after - calls_before, 1)
     return Throughput(config, clients, images, seconds, mean_batch)

@@ -1,4 +1,5 @@
-"""The one workload: the tiny model, 256x256, 4 steps, guidance 5, one prompt, a fresh seed per image."""
+"""The workload: by default (the CPU suite) the tiny model, 256x256, 4 steps, guidance 5, one prompt, a fresh seed
+per image; `python -m bench --full-size` runs another `Workload` (1024², 30 steps) on another device."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import itertools
 import statistics
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +17,28 @@ GUIDANCE = 5.0
 PROMPT = "a lighthouse at dusk, oil painting"
 
 
-def request_body(seed: int) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Workload:
+    """What every timed image is: square `size` pixels, `steps` steps, classifier-free guidance `guidance`."""
+
+    size: int = SIZE
+    steps: int = STEPS
+    guidance: float = GUIDANCE
+    prompt: str = PROMPT
+
+
+CPU = Workload()  # the CPU suite's, unchanged since its first tables
+
+
+def request_body(seed: int, workload: Workload = CPU) -> dict[str, Any]:
     """POST /generate: every parameter explicit, so a change of the service's defaults cannot move the numbers."""
     return {
-        "prompt": PROMPT,
+        "prompt": workload.prompt,
         "seed": seed,
-        "width": SIZE,
-        "height": SIZE,
-        "num_inference_steps": STEPS,
-        "guidance_scale": GUIDANCE,
+        "width": workload.size,
+        "height": workload.size,
+        "num_inference_steps": workload.steps,
+        "guidance_scale": workload.guidance,
     }
 
 
@@ -43,32 +58,55 @@ class Seeds:
             return [next(self._count) for _ in range(n)]
 
 
+def quiet_libraries() -> None:
+    """No progress bars or load chatter from diffusers and transformers in the report."""
+    import diffusers
+    import transformers
+
+    for library in (diffusers, transformers):
+        logging: Any = library.utils.logging  # untyped: one Any-typed handle instead of an ignore per call
+        logging.set_verbosity_error()
+        logging.disable_progress_bar()
+
+
 class BarePipeline:
-    """diffusers' StableDiffusionXLPipeline on the tiny base, called directly: no queue, HTTP, PNG or store."""
+    """diffusers' StableDiffusionXLPipeline called directly: no queue, HTTP, PNG or store. Loaded from a
+    directory (the tiny base), or wrapped around a pipeline already built (`BarePipeline.of`)."""
 
-    def __init__(self, base_dir: Path) -> None:
+    def __init__(self, base_dir: Path, workload: Workload = CPU, device: str = "cpu", dtype: str = "float32") -> None:
         import diffusers as _diffusers
-        import transformers as _transformers
+        import torch
 
-        # Untyped libraries: Any-typed handles instead of an ignore per call.
-        diffusers: Any = _diffusers
-        transformers: Any = _transformers
-        for library in (diffusers, transformers):  # no progress bars or load chatter in the report
-            library.utils.logging.set_verbosity_error()
-            library.utils.logging.disable_progress_bar()
-        self.pipe: Any = diffusers.StableDiffusionXLPipeline.from_pretrained(str(base_dir), add_watermarker=False)
+        diffusers: Any = _diffusers  # untyped
+        quiet_libraries()
+        pipe: Any = diffusers.StableDiffusionXLPipeline.from_pretrained(
+            str(base_dir), add_watermarker=False, dtype=getattr(torch, dtype)
+        )
+        self._setup(pipe.to(device), workload)
+
+    @classmethod
+    def of(cls, pipe: Any, workload: Workload) -> BarePipeline:
+        bare = cls.__new__(cls)
+        bare._setup(pipe, workload)
+        return bare
+
+    def _setup(self, pipe: Any, workload: Workload) -> None:
+        self.pipe: Any = pipe
+        self.workload = workload
         self.pipe.set_progress_bar_config(disable=True)
 
     def __call__(self, seeds: list[int]) -> list[Any]:
-        """One pipeline call for len(seeds) images: a prompt list and one seeded CPU generator per image."""
+        """One pipeline call for len(seeds) images: a prompt list and one seeded CPU generator per image (as the
+        service seeds them; diffusers draws the noise on the CPU and moves it, so a seed is one image anywhere)."""
         import torch
 
+        w = self.workload
         out = self.pipe(
-            prompt=[PROMPT] * len(seeds),
-            width=SIZE,
-            height=SIZE,
-            num_inference_steps=STEPS,
-            guidance_scale=GUIDANCE,
+            prompt=[w.prompt] * len(seeds),
+            width=w.size,
+            height=w.size,
+            num_inference_steps=w.steps,
+            guidance_scale=w.guidance,
             generator=[torch.Generator(device="cpu").manual_seed(s) for s in seeds],
             output_type="pil",
         )

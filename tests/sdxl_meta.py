@@ -1,6 +1,6 @@
 """The real SDXL architecture on the `meta` device: sizes and activation memory without weights or a download.
 
-`build(component)` instantiates one real-size SDXL component from the config fixtures in `tests/fixtures/sdxl/`
+`build(component)` instantiates one real-size SDXL component from the configs in `bench/sdxl/`
 with every parameter and buffer on `meta` (shapes and dtypes, no storage, no initialisation cost).
 `weight_bytes(module, dtype)` is what its weights take once cast to `dtype`. `peak_activation_bytes(fn)` runs
 `fn` under `ActivationTracker` and returns the most bytes that tensors created by its ops held at once.
@@ -21,20 +21,17 @@ What the tracker sees, and what it cannot:
 from __future__ import annotations
 
 import contextlib
-import json
 import weakref
 from collections.abc import Callable, Iterator
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-FIXTURES = Path(__file__).parent / "fixtures" / "sdxl"
-
-COMPONENTS = ("unet", "refiner_unet", "vae", "controlnet", "text_encoder", "text_encoder_2")
+from bench.sdxl import COMPONENTS as COMPONENTS
+from bench.sdxl import component
+from bench.sdxl import config as config
 
 # Parameter counts of the real SDXL 1.0 components (FIELD-NOTES, counted on meta from the published configs).
 PARAMS = {
@@ -47,36 +44,11 @@ PARAMS = {
 }
 
 
-@cache
-def config(component: str) -> dict[str, Any]:
-    """The component's config fixture (a diffusers or transformers config dict)."""
-    if component not in COMPONENTS:
-        raise ValueError(f"unknown SDXL component {component!r}; one of {', '.join(COMPONENTS)}")
-    data: dict[str, Any] = json.loads((FIXTURES / f"{component}.json").read_text())
-    return data
-
-
-def build(component: str) -> torch.nn.Module:
+def build(name: str) -> torch.nn.Module:
     """One real-size SDXL component with all its parameters and buffers on `meta`, in fp32 (the classes' default)."""
-    cfg = config(component)
     with torch.device("meta"):
-        if component in ("unet", "refiner_unet"):
-            from diffusers import UNet2DConditionModel
-
-            return UNet2DConditionModel.from_config(cfg)  # type: ignore[no-any-return]
-        if component == "vae":
-            from diffusers import AutoencoderKL
-
-            return AutoencoderKL.from_config(cfg)  # type: ignore[no-any-return]
-        if component == "controlnet":
-            from diffusers import ControlNetModel
-
-            return ControlNetModel.from_config(cfg)  # type: ignore[no-any-return]
-        from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
-        text_config = CLIPTextConfig.from_dict(cfg)
-        cls = CLIPTextModel if component == "text_encoder" else CLIPTextModelWithProjection
-        return cls(text_config)
+        module: torch.nn.Module = component(name)
+        return module
 
 
 def param_count(module: torch.nn.Module) -> int:

@@ -7,7 +7,7 @@ seed gives the same picture as the eager server, within float noise: compiling c
 operations, never the image.
 
 Compiling costs minutes on 2 CPU cores (about 100 s for the first graphs); the speed-up is a GPU figure
-(`python -m bench.gpu`).
+(`python -m bench --full-size --device cuda`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The memory model on real SDXL numbers: which cards get which mode, what is refused, what is capped.
 
 The footprints themselves are checked at the end: against the real SDXL architecture instantiated on `meta` (real
-configs in tests/fixtures/sdxl, no weights; peak live activations by tests/sdxl_meta.py's tracker), and against
+configs in bench/sdxl, no weights; peak live activations by tests/sdxl_meta.py's tracker), and against
 the tiny models.
 """
 
