@@ -168,7 +168,7 @@ class Settings(BaseSettings):
         ge=0,
         le=64,
         description="Worker processes for the watermark and PNG encoding, so that it never holds the serving "
-        "process's GIL. Unset: half the cores, 1 to 4. 0: threads of the serving process.",
+        "process's GIL. Unset: half the cores, 2 to 4. 0: threads of the serving process.",
     )
     max_consecutive_failures: int = Field(
         3, ge=1, description="Failed pipeline calls in a row (out of memory excepted) before /ready turns 503."

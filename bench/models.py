@@ -128,9 +128,8 @@ def views_bytes(runner: Any) -> dict[str, int]:
 
 
 def _module_bytes(components: Any) -> int:
-    return sum(
-        t.untyped_storage().nbytes() for module in components._items.values() for t in module.state_dict().values()
-    )
+    # Counted from the tensors themselves, not the cache's own figure: this checks that figure's source.
+    return sum(t.untyped_storage().nbytes() for _, module in components.loaded() for t in module.state_dict().values())
 
 
 def lora_cost(runner: Any, samples: int) -> dict[str, float]:

@@ -30,9 +30,9 @@ def _workers(encoder: Encoder) -> list[int]:
     return [] if pool is None else list(pool._processes)  # type: ignore[attr-defined]
 
 
-def test_default_is_half_the_cores_one_to_four() -> None:
-    assert 1 <= default_processes() <= 4
-    assert default_processes() == max(1, min(4, len(os.sched_getaffinity(0)) // 2))
+def test_default_is_half_the_cores_two_to_four() -> None:
+    assert 2 <= default_processes() <= 4
+    assert default_processes() == max(2, min(4, len(os.sched_getaffinity(0)) // 2))
 
 
 @pytest.mark.parametrize("watermark", [True, False])
