@@ -11,6 +11,7 @@ import re
 import shlex
 import subprocess
 import sys
+import sysconfig
 from importlib import metadata
 from pathlib import Path
 
@@ -32,7 +33,11 @@ CUDA_ONLY = re.compile(r"^(nvidia-.*|cuda-.*|triton)$")  # what torch's CUDA bui
 
 
 def _installed() -> dict[str, str]:
-    return {canonicalize_name(d.metadata["Name"]): d.version for d in metadata.distributions()}
+    # The venv's own site-packages, not all of sys.path: importing setuptools (torch's inductor does, to build its
+    # kernels) appends setuptools/_vendor to sys.path, whose vendored copies (older importlib-metadata, packaging,
+    # zipp) carry dist-info too, and are not what is installed.
+    site = sorted({sysconfig.get_path("purelib"), sysconfig.get_path("platlib")})
+    return {canonicalize_name(d.metadata["Name"]): d.version for d in metadata.distributions(path=site)}
 
 
 def _declared(path: Path) -> list[Requirement]:
