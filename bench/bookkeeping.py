@@ -154,15 +154,12 @@ async def _image_write(root: Path, n: int) -> tuple[float, float]:
 def _pipeline_ms_per_image() -> float:
     from app.config import Settings
     from app.engine.models.tiny.build import ensure_tiny_models
+    from bench.throughput import measure_bare
     from bench.workload import BarePipeline, Seeds
 
     bare = BarePipeline(ensure_tiny_models(Settings(model="tiny").cache_dir).base)
-    seeds = Seeds()
-    bare(seeds.take(BATCH))  # warm-up
-    started = time.perf_counter()
-    for _ in range(3):
-        bare(seeds.take(BATCH))
-    return (time.perf_counter() - started) * 1000 / (3 * BATCH)
+    rate = measure_bare(bare, BATCH, images=3 * BATCH, warmup=1, seeds=Seeds())  # 1 untimed call, 3 timed
+    return 1000 / rate.images_per_s
 
 
 async def _measure(jobs: int) -> dict[str, tuple[float, float]]:
