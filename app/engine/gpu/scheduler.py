@@ -108,6 +108,9 @@ class Scheduler:
         self._busy_s = 0.0
         self._last_batch_s = 0.0
         self._unfinished: set[Job] = set()  # submitted and not yet reported finished
+        # (finished at, images) of jobs answered within the window: their clients may be on their way back. Each
+        # submit takes the oldest off, as if it were that client's (new clients come rarely beside returning ones).
+        self._answered: deque[tuple[float, int]] = deque()
         self._born = time.perf_counter()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.Thread(target=self._run_forever, name="gpu-owner", daemon=True)
@@ -148,6 +151,8 @@ class Scheduler:
                 )
             self._pending.extend(Item(job, i) for i in range(len(job.items)))
             self._unfinished.add(job)
+            if self._answered:
+                self._answered.popleft()
             self._cv.notify_all()
 
     async def call(self, fn: Callable[..., T], *args: Any) -> Timed[T]:
@@ -234,18 +239,23 @@ class Scheduler:
     def _gather(self, head: Item) -> list[Item]:
         """Wait (lock held, released while waiting) for images that may join the head's call.
 
-        When to wait and for how long is `batching.keep_waiting` / `batching.wait_limit`.
+        How long is `batching.wait_budget`, re-decided after every submit and finish.
         """
         limits = self._limits
-        deadline = time.monotonic() + batching.wait_limit(limits.window_s, self._last_batch_s)
+        picked = time.monotonic()
         chosen = batching.batch_for(head, self._pending, limits)
         most = batching.most_images(head, limits)
         while True:
-            remaining = deadline - time.monotonic()
-            in_flight = batching.others_in_flight(head.job, self._unfinished, self._pending)
-            if not batching.keep_waiting(
-                len(chosen), most, stopping=self._stop, in_flight=in_flight, remaining_s=remaining
-            ):
+            now = time.monotonic()
+            while self._answered and now - self._answered[0][0] > limits.window_s:
+                self._answered.popleft()
+            answered = sum(images for _, images in self._answered)
+            away = batching.images_away(head.job, self._unfinished, self._pending) + answered
+            budget = batching.wait_budget(
+                len(chosen), away, len(self._answered), window_s=limits.window_s, last_batch_s=self._last_batch_s
+            )
+            remaining = picked + budget - now
+            if not batching.keep_waiting(len(chosen), most, stopping=self._stop, remaining_s=remaining):
                 break
             self._cv.wait(remaining)  # submit() and job_finished() notify
             chosen = batching.batch_for(head, self._pending, limits)
@@ -254,7 +264,9 @@ class Scheduler:
     def job_finished(self, job: Job) -> None:
         """The service reports every job's end, so the batcher knows whose clients may come back."""
         with self._cv:
-            self._unfinished.discard(job)
+            if job in self._unfinished:
+                self._unfinished.discard(job)
+                self._answered.append((time.monotonic(), len(job.items)))
             self._cv.notify_all()
 
     def _to_loop(self, fn: Callable[..., Any], *args: Any) -> None:

@@ -12,10 +12,11 @@ from app.engine.gpu.batching import (
     after_call,
     batch_for,
     cancelled_at_head,
+    images_away,
     keep_waiting,
     most_images,
-    others_in_flight,
     retry_after,
+    wait_budget,
     wait_limit,
 )
 from app.engine.gpu.scheduler import Item
@@ -102,7 +103,7 @@ def test_memory_cap_of_the_head_job_limits_the_call() -> None:
     assert batch_for(queue[0], queue, LIMITS) == queue[:2]
     assert most_images(queue[0], LIMITS) == 2
     assert most_images(_queue(_job())[0], LIMITS) == LIMITS.max_batch
-    assert not keep_waiting(2, most_images(queue[0], LIMITS), stopping=False, in_flight=True, remaining_s=1.0)
+    assert not keep_waiting(2, most_images(queue[0], LIMITS), stopping=False, remaining_s=1.0)
 
 
 def test_cancelled_inside_the_queue_never_joins() -> None:
@@ -138,9 +139,28 @@ def test_wait_limit_is_a_share_of_the_last_batch() -> None:
     assert wait_limit(0.05, 10.0) == 0.05  # the window caps a long batch's share (0.25 s)
 
 
+def _budget(chosen: int, away: int, answered: int = 0, last_batch_s: float = 1.0) -> float:
+    return wait_budget(chosen, away, answered, window_s=0.05, last_batch_s=last_batch_s)
+
+
+def test_a_call_smaller_than_what_is_away_waits_the_whole_window() -> None:
+    """Balancing closed-loop clients: 2 queued while 6 are being delivered waits for some of the 6."""
+    assert _budget(2, 6) == 0.05
+    assert _budget(1, 2) == 0.05
+    assert _budget(3, 4, answered=1) == 0.05  # the larger reason wins
+
+
+def test_once_as_big_as_what_is_away_only_just_answered_clients_are_waited_for() -> None:
+    assert _budget(4, 4) == 0.0  # the other group is still being encoded: it returns while this call runs
+    assert _budget(6, 2) == 0.0
+    assert _budget(1, 0) == 0.0  # a lone request on an idle GPU starts at once
+    assert _budget(4, 4, answered=1) == pytest.approx(0.025)  # 2.5 % of the last (1 s) batch
+    assert _budget(4, 4, answered=1, last_batch_s=0.0) == 0.05  # no batch yet: the window
+
+
 # --- whether to keep waiting -------------------------------------------------------------------------------------
-def _keep(chosen: int, *, stopping: bool = False, in_flight: bool = True, remaining_s: float = 0.01) -> bool:
-    return keep_waiting(chosen, LIMITS.max_batch, stopping=stopping, in_flight=in_flight, remaining_s=remaining_s)
+def _keep(chosen: int, *, stopping: bool = False, remaining_s: float = 0.01) -> bool:
+    return keep_waiting(chosen, LIMITS.max_batch, stopping=stopping, remaining_s=remaining_s)
 
 
 def test_keep_waiting_only_while_every_condition_holds() -> None:
@@ -149,19 +169,19 @@ def test_keep_waiting_only_while_every_condition_holds() -> None:
     assert _keep(4) is False  # full
     assert _keep(5) is False
     assert _keep(1, stopping=True) is False
-    assert _keep(1, in_flight=False) is False  # a lone request starts at once
-    assert _keep(1, remaining_s=0.0) is False
+    assert _keep(1, remaining_s=0.0) is False  # the budget is spent (or was 0: nothing to wait for)
     assert _keep(1, remaining_s=-0.5) is False
 
 
-def test_others_in_flight_means_unfinished_and_not_queued() -> None:
-    head, back, away = _job(), _job(), _job()
+def test_images_away_are_unfinished_jobs_with_nothing_queued() -> None:
+    head, back, away, pair = _job(), _job(), _job(), _job(2)
     queue = _queue(head, back)
-    assert others_in_flight(head, [head], queue) is False  # only itself
-    assert others_in_flight(head, [head, back], queue) is False  # the other is already back in the queue
-    assert others_in_flight(head, [head, back, away], queue) is True  # away's images are being delivered
-    assert others_in_flight(head, [], queue) is False
-    assert others_in_flight(head, [head], []) is False  # its own job never counts, queued or not
+    assert images_away(head, [head], queue) == 0  # only itself
+    assert images_away(head, [head, back], queue) == 0  # the other is already back in the queue
+    assert images_away(head, [head, back, away], queue) == 1  # away's image is being delivered
+    assert images_away(head, [head, away, pair], queue) == 3  # counted in images: a batch counts images
+    assert images_away(head, [], queue) == 0
+    assert images_away(head, [head], []) == 0  # its own job never counts, queued or not
 
 
 # --- Retry-After for a full queue --------------------------------------------------------------------------------
