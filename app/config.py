@@ -149,7 +149,9 @@ class Settings(BaseSettings):
         50.0,
         ge=0,
         le=1000,
-        description="Most the GPU owner waits for clients whose images are being delivered, while the batch it holds is smaller than theirs (so closed-loop clients settle into equal groups); for a client just answered, at most 2.5% of the last batch; a lone request on an idle GPU never waits.",
+        description="Most the GPU owner waits for clients whose images are being delivered, while the batch it "
+        "holds is smaller than theirs (so closed-loop clients settle into equal groups); for a client just answered, "
+        "at most 2.5% of the last batch; a lone request on an idle GPU never waits.",
     )
     queue_timeout_s: float = Field(
         45.0, gt=0, le=3600, description="A job waiting longer is answered 503 and never run (dstack's proxy: 60 s)."

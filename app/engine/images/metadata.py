@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import zlib
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from importlib import metadata as importlib_metadata
@@ -95,7 +96,9 @@ def encode_png(image: Image.Image, provenance: Provenance) -> bytes:
     # iTXt keeps non-Latin-1 prompts intact.
     info.add_itxt(METADATA_KEY, json.dumps(provenance_record(provenance), ensure_ascii=False, sort_keys=True))
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", pnginfo=info, compress_level=6)
+    # zlib's run-length strategy: on photo-like pictures (what SDXL makes) the same size as level 6's default
+    # strategy at a quarter of the CPU (1024²: 91 vs 349 ms), on flat graphics ~25 % larger (`python -m bench.png`).
+    image.save(buffer, format="PNG", pnginfo=info, compress_level=6, compress_type=zlib.Z_RLE)
     return buffer.getvalue()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 from PIL import Image
 
 from app.engine.images.metadata import encode_png, read_provenance
@@ -37,3 +38,16 @@ def test_the_sampler_is_written_as_a1111_labels_it() -> None:
     assert all(a1111_label(name) != name for name in SAMPLERS)  # every one of ours has its label
     text = Image.open(io.BytesIO(_png("a cat", None))).text["parameters"]
     assert "Sampler: Euler, " in text
+
+
+def test_the_png_is_lossless_and_keeps_both_text_chunks() -> None:
+    """The run-length zlib strategy (chosen for speed, bench/png.py) is still deflate: any decoder reads the same
+    pixels, and the provenance survives."""
+    pixels = np.random.default_rng(3).integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    pixels[:40] = (10, 200, 30)  # a flat band, where the runs are
+    data = encode_png(Image.fromarray(pixels), provenance(prompt="a band", seed=11))
+    with Image.open(io.BytesIO(data)) as decoded:
+        assert decoded.format == "PNG" and decoded.size == (128, 96)
+        assert np.array_equal(np.asarray(decoded.convert("RGB")), pixels)
+        assert "parameters" in decoded.text
+    assert read_provenance(data)["seed"] == 11
