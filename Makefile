@@ -63,6 +63,7 @@ bench: install-dev
 	$(PY) -m bench $(BENCH_ARGS)
 	$(if $(findstring --full-size,$(BENCH_ARGS)),,$(PY) -m bench.models)
 	$(if $(findstring --full-size,$(BENCH_ARGS)),,$(PY) -m bench.bookkeeping)
+	$(if $(findstring --full-size,$(BENCH_ARGS)),,$(PY) -m bench.png)
 
 # Re-resolve every lock from the ranges (requirements*.txt, lock/torch.txt), then run `make test`: see the
 # README for upgrading safely. The dev lock is resolved first; the runtime locks are held to its versions, so

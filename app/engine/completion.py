@@ -81,8 +81,9 @@ class Completion:
         for job in batch.jobs:
             if job.started is None:
                 job.started = now
-                job.timings["queue_ms"] = round(job.waited * 1000, 2)
-                self.metrics.queue_wait.observe(job.waited)
+                waited = job.waited_at(batch.taken)
+                job.timings["queue_ms"] = round(waited * 1000, 2)
+                self.metrics.queue_wait.observe(waited)
             if job.status is JobStatus.QUEUED:
                 job.status = JobStatus.RUNNING
                 job.touch()

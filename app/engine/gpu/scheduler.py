@@ -60,6 +60,9 @@ class Item:
 class Batch:
     items: list[Item]
     started: float = field(default_factory=time.perf_counter)
+    # When the owner took it (monotonic, as jobs' submission times): a job's queue time ends here, not when the
+    # event loop hears of it, which can be a GIL switch interval (5 ms) later while the owner runs Python.
+    taken: float = field(default_factory=time.monotonic)
 
     @property
     def jobs(self) -> list[Job]:

@@ -84,7 +84,11 @@ class Job:
 
     @property
     def waited(self) -> float:
-        return time.monotonic() - self._submitted_mono
+        return self.waited_at(time.monotonic())
+
+    def waited_at(self, when: float) -> float:
+        """Seconds from its submission to `when` (a time.monotonic() reading)."""
+        return when - self._submitted_mono
 
     def touch(self) -> None:
         """Wake everyone waiting for a change (SSE streams, synchronous waiters)."""
