@@ -446,6 +446,7 @@ class ImageService:
     async def wait(self, job: Job, client_gone: Callable[[], Awaitable[bool]] | None = None) -> Job:
         """Wait for a job to end. A caller that goes away cancels it, queued or running (at the next denoising step):
         nobody would ever learn the ids of the images it stored. Async jobs never get here, so they keep running."""
+        job.awaited = True
         gone = False
         while not job.status.terminal:
             await job.changed(timeout=0.25)

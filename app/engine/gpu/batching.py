@@ -18,8 +18,9 @@ with the requests that came after it instead of making each wait all 8 calls (an
 
 Waiting (`wait_budget`, `images_away`, `keep_waiting`): a lone request on an idle GPU starts at once; otherwise
 the owner may wait for companions, from when it picks the head, for at most:
-- `window_s`, while the call would hold fewer images than are away (`images_away`: images of jobs being encoded
-  and stored, none of them queued, plus jobs answered within the window whose clients have not come back yet).
+- `window_s`, while the call would hold fewer images than are away (`images_away`: images that could share it, of
+  jobs being encoded and stored with none of them queued, plus those of synchronous jobs answered within the window
+  whose clients have not come back yet).
   That balances closed-loop clients. Without it, 8 clients split into an uneven pair of groups that take turns
   (1 and 7, 2 and 6: whoever came back within the wait, measured on 2 cores), and a call of 1 or 2 images costs
   almost what a call of 4 does there (per-call overhead), so the pair ran at 0.79-0.85x the bare batch-8 rate.
@@ -40,7 +41,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-WAIT_SHARE = 0.025  # the most of a batch's run time the owner may spend waiting to fill the next one
+WAIT_SHARE = 0.025  # the most of the last batch's run time spent waiting for a client just answered
 RETRY_AFTER_MAX_S = 30
 
 
@@ -133,11 +134,18 @@ def wait_limit(window_s: float, last_batch_s: float) -> float:
     return window_s if last_batch_s <= 0 else min(window_s, WAIT_SHARE * last_batch_s)
 
 
-def images_away(job: object, unfinished: Iterable[BatchJob], pending: Iterable[BatchItem]) -> int:
-    """Images of jobs other than `job` that are unfinished with none of their images queued: being encoded and
-    stored, so their clients are still to be answered."""
+def images_away(head: BatchJob, unfinished: Iterable[BatchJob], pending: Iterable[BatchItem]) -> int:
+    """Images that could share the head's call (same batch key, not cancelled) of jobs other than the head's that
+    are unfinished with none of their images queued: being encoded and stored, their clients still to be answered."""
     queued = {id(item.job) for item in pending}
-    return sum(len(other.items) for other in unfinished if other is not job and id(other) not in queued)
+    return sum(
+        len(other.items)
+        for other in unfinished
+        if other is not head
+        and id(other) not in queued
+        and other.batch_key == head.batch_key
+        and not other.cancel_requested.is_set()
+    )
 
 
 def wait_budget(chosen: int, away: int, answered: int, *, window_s: float, last_batch_s: float) -> float:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from app.engine.gpu import batching
-from app.engine.jobs.job import Job
+from app.engine.jobs.job import Job, JobStatus
 from app.errors import ServiceError
 
 logger = logging.getLogger(__name__)
@@ -69,6 +69,13 @@ class Batch:
         return list(dict.fromkeys(item.job for item in self.items))
 
 
+@dataclass(frozen=True)
+class _Answered:
+    at: float  # time.monotonic() when the job ended
+    images: int
+    batch_key: object
+
+
 @dataclass
 class _Call:
     fn: Callable[..., Any]
@@ -111,9 +118,9 @@ class Scheduler:
         self._busy_s = 0.0
         self._last_batch_s = 0.0
         self._unfinished: set[Job] = set()  # submitted and not yet reported finished
-        # (finished at, images) of jobs answered within the window: their clients may be on their way back. Each
-        # submit takes the oldest off, as if it were that client's (new clients come rarely beside returning ones).
-        self._answered: deque[tuple[float, int]] = deque()
+        # Synchronous jobs that succeeded within the window: their clients may be on their way back. A submit takes
+        # the oldest of its batch key off, as if it were that client's (new clients come rarely beside returning ones).
+        self._answered: deque[_Answered] = deque()
         self._born = time.perf_counter()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.Thread(target=self._run_forever, name="gpu-owner", daemon=True)
@@ -154,8 +161,10 @@ class Scheduler:
                 )
             self._pending.extend(Item(job, i) for i in range(len(job.items)))
             self._unfinished.add(job)
-            if self._answered:
-                self._answered.popleft()
+            self._forget_answered(time.monotonic())
+            back = next((a for a in self._answered if a.batch_key == job.batch_key), None)
+            if back is not None:
+                self._answered.remove(back)
             self._cv.notify_all()
 
     async def call(self, fn: Callable[..., T], *args: Any) -> Timed[T]:
@@ -236,6 +245,8 @@ class Scheduler:
         chosen = [head]
         if head.job.batch_key is not None:
             chosen = self._gather(head)
+            if self._closed:  # closed while gathering: close() handed the queued jobs (the head's too) back
+                return None
         self._pending = deque(batching.after_call(self._pending, chosen))
         return Batch(chosen)
 
@@ -250,26 +261,32 @@ class Scheduler:
         most = batching.most_images(head, limits)
         while True:
             now = time.monotonic()
-            while self._answered and now - self._answered[0][0] > limits.window_s:
-                self._answered.popleft()
-            answered = sum(images for _, images in self._answered)
-            away = batching.images_away(head.job, self._unfinished, self._pending) + answered
+            self._forget_answered(now)
+            answered = [a for a in self._answered if a.batch_key == head.job.batch_key]
+            away = batching.images_away(head.job, self._unfinished, self._pending) + sum(a.images for a in answered)
             budget = batching.wait_budget(
-                len(chosen), away, len(self._answered), window_s=limits.window_s, last_batch_s=self._last_batch_s
+                len(chosen), away, len(answered), window_s=limits.window_s, last_batch_s=self._last_batch_s
             )
             remaining = picked + budget - now
-            if not batching.keep_waiting(len(chosen), most, stopping=self._stop, remaining_s=remaining):
+            stopping = self._stop or self._closed
+            if not batching.keep_waiting(len(chosen), most, stopping=stopping, remaining_s=remaining):
                 break
-            self._cv.wait(remaining)  # submit() and job_finished() notify
+            self._cv.wait(remaining)  # submit(), job_finished() and close() notify
             chosen = batching.batch_for(head, self._pending, limits)
         return chosen
+
+    def _forget_answered(self, now: float) -> None:
+        """Lock held. Clients answered longer ago than the window are not coming back soon."""
+        while self._answered and now - self._answered[0].at > self.window_s:
+            self._answered.popleft()
 
     def job_finished(self, job: Job) -> None:
         """The service reports every job's end, so the batcher knows whose clients may come back."""
         with self._cv:
             if job in self._unfinished:
                 self._unfinished.discard(job)
-                self._answered.append((time.monotonic(), len(job.items)))
+                if job.awaited and job.status is JobStatus.SUCCEEDED and job.batch_key is not None:
+                    self._answered.append(_Answered(time.monotonic(), len(job.items), job.batch_key))
             self._cv.notify_all()
 
     def _to_loop(self, fn: Callable[..., Any], *args: Any) -> None:

@@ -73,6 +73,9 @@ class Job:
     timings: dict[str, float] = field(default_factory=dict)
     # Its synchronous caller went away: nobody will learn its images' ids, so they are removed (completion.py).
     unclaimed: bool = False
+    # A synchronous caller waits for its answer (service.wait): once answered, that client may come right back,
+    # which the batcher counts on (scheduler.job_finished). Async jobs' clients poll instead.
+    awaited: bool = False
     # Set from the event loop, read by the owner thread at each denoising step.
     cancel_requested: threading.Event = field(default_factory=threading.Event)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)

@@ -182,6 +182,8 @@ def test_images_away_are_unfinished_jobs_with_nothing_queued() -> None:
     assert images_away(head, [head, away, pair], queue) == 3  # counted in images: a batch counts images
     assert images_away(head, [], queue) == 0
     assert images_away(head, [head], []) == 0  # its own job never counts, queued or not
+    other_size, gone, alone = _job(key=("tiny", 128, 128, 4)), _job(cancelled=True), _job(key=None)
+    assert images_away(head, [head, other_size, gone, alone], queue) == 0  # none of them could join its call
 
 
 # --- Retry-After for a full queue --------------------------------------------------------------------------------

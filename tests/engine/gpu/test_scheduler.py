@@ -1,19 +1,24 @@
-"""The real Scheduler with a stand-in pipeline: closed-loop clients, and when a job's queue time ends.
+"""The real Scheduler with a stand-in pipeline: closed-loop clients, shutdown while gathering, queue time.
 
-Closed-loop clients come back as soon as their image is delivered. The pipeline is a stand-in (a sleep whose length barely depends on the batch size, as on a CPU where a call of 1 or
-2 images costs almost what a call of 4 does), and delivery is one encoding worker taking ENCODE_S per image, in
-turn. That is the shape of `make bench`'s 8-client run; what is checked is the policy's outcome: the clients end
-up in two equal groups that take turns, so the owner never waits for anyone once they have.
+Closed-loop clients come back as soon as their image is delivered. The pipeline is a stand-in (a sleep whose length
+barely depends on the batch size, as on a CPU where a call of 1 or 2 images costs almost what a call of 4 does), and
+delivery is one encoding worker taking ENCODE_S per image, in turn. That is the shape of `make bench`'s 8-client
+run; what is checked is the policy's outcome: the clients end up in two equal groups that take turns, and once they
+have, the owner never waits for anyone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
+import pytest
+
+from app.engine.gpu import batching
 from app.engine.gpu.scheduler import Batch, Scheduler
-from app.engine.jobs.job import Job
+from app.engine.jobs.job import Job, JobStatus
 
 CLIENTS = 8
 CALL_S = 0.12  # per pipeline call, plus a little per image
@@ -22,32 +27,49 @@ ENCODE_S = 0.012  # per image, one worker: a group of 4 is delivered in ~50 ms, 
 CALLS = 16
 
 
-async def _closed_loop() -> tuple[list[int], list[float]]:
+def _job(images: int = 1, key: object = ("k",)) -> Job:
+    return Job(kind="generate", model="tiny", items=[object()] * images, batch_key=key, pixels=4096, steps=1)
+
+
+def _scheduler(run: Callable[..., list[Any]], done: Callable[[Batch, list[Any]], None], **kw: Any) -> Scheduler:
+    settings: dict[str, Any] = {
+        "max_queue": 32,
+        "max_batch": CLIENTS,
+        "max_batch_pixels": CLIENTS * 4096,
+        "window_s": 0.05,
+        "on_started": lambda batch: None,
+        "on_step": lambda batch: None,
+        "on_done": done,
+        "on_error": lambda batch, exc: None,
+    }
+    return Scheduler(run, **{**settings, **kw})
+
+
+async def _closed_loop(waited: list[int], monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Batch sizes, in order; `waited` gets the number of calls done whenever the owner decides to wait."""
     sizes: list[int] = []
-    waits: list[float] = []  # from the previous call's end to the next call's start, seconds
-    ended = [0.0]
     loop = asyncio.get_running_loop()
     encoder = asyncio.Lock()
     all_done = loop.create_future()
     deliveries: set[asyncio.Task[None]] = set()
 
     def run(batch: Batch, on_step: Any) -> list[Any]:
-        if ended[0]:
-            waits.append(time.perf_counter() - ended[0])
         time.sleep(CALL_S + PER_IMAGE_S * len(batch.items))
-        ended[0] = time.perf_counter()
         return [None] * len(batch.items)
 
-    def new_job() -> Job:
-        return Job(kind="generate", model="tiny", items=[object()], batch_key=("k",), pixels=4096, steps=1)
+    def client() -> Job:
+        job = _job()
+        job.awaited = True  # as service.wait marks a synchronous request's job
+        return job
 
     async def deliver(job: Job) -> None:
         async with encoder:
             await asyncio.sleep(ENCODE_S)
+        job.finish(JobStatus.SUCCEEDED)  # as the service does, before it tells the scheduler
         scheduler.job_finished(job)
         await asyncio.sleep(0.001)  # the answer's round trip
         if len(sizes) < CALLS:
-            scheduler.submit(new_job())
+            scheduler.submit(client())
         elif not all_done.done():
             all_done.set_result(None)
 
@@ -58,35 +80,68 @@ async def _closed_loop() -> tuple[list[int], list[float]]:
             deliveries.add(task)
             task.add_done_callback(deliveries.discard)
 
-    scheduler = Scheduler(
-        run,
-        max_queue=32,
-        max_batch=CLIENTS,
-        max_batch_pixels=CLIENTS * 4096,
-        window_s=0.05,
-        on_started=lambda batch: None,
-        on_step=lambda batch: None,
-        on_done=done,
-        on_error=lambda batch, exc: all_done.set_exception(exc),
-    )
+    scheduler = _scheduler(run, done)
+    real_keep_waiting = batching.keep_waiting
+
+    def keep_waiting(*args: Any, **kwargs: Any) -> bool:
+        decision = real_keep_waiting(*args, **kwargs)
+        if decision:
+            waited.append(len(sizes))
+        return decision
+
+    monkeypatch.setattr(batching, "keep_waiting", keep_waiting)
     scheduler.start()
     try:
         for _ in range(CLIENTS):
-            scheduler.submit(new_job())
+            scheduler.submit(client())
         await asyncio.wait_for(all_done, 30)
     finally:
         scheduler.close()
         await asyncio.to_thread(scheduler.stop, 5)
-    return sizes, waits
+    return sizes
 
 
-def test_closed_loop_clients_settle_into_two_equal_groups_and_the_owner_stops_waiting() -> None:
-    sizes, waits = asyncio.run(_closed_loop())
+def test_closed_loop_clients_settle_into_two_equal_groups_and_the_owner_stops_waiting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    waited: list[int] = []
+    sizes = asyncio.run(_closed_loop(waited, monkeypatch))
     settled = sizes[6:]
     assert settled == [CLIENTS // 2] * len(settled), sizes
-    # Each group is back while the other's call runs, so no call waits for companions once settled (the wait
-    # between calls is the thread hop alone; a 2.5 % wait would be 3 ms, a window wait 50 ms).
-    assert max(waits[6:]) < 0.0025, [round(w * 1000, 1) for w in waits]
+    # Each group is back while the other's call runs, so once settled no call waits for companions.
+    assert [calls for calls in waited if calls >= 6] == [], (sizes, waited)
+
+
+def test_close_while_gathering_runs_nothing_it_handed_back() -> None:
+    """The owner is waiting for companions of a queued head when the service shuts down: close() hands the head's
+    job back (it is answered shutting_down), so the owner must not run it after all."""
+
+    async def main() -> tuple[list[Job], list[int]]:
+        runs: list[int] = []
+
+        def run(batch: Batch, on_step: Any) -> list[Any]:
+            runs.append(len(batch.items))
+            return [None] * len(batch.items)
+
+        scheduler = _scheduler(run, lambda batch, results: None, window_s=1.0)
+        scheduler.start()
+        try:
+            away = _job(2)  # its call ends and nobody reports it finished: its 2 images are being delivered
+            scheduler.submit(away)
+            while not runs:
+                await asyncio.sleep(0.01)
+            head = _job()
+            scheduler.submit(head)  # 1 image < 2 away: the owner waits up to the 1 s window
+            await asyncio.sleep(0.2)
+            dropped = scheduler.close()
+            await asyncio.sleep(1.2)  # past the window
+            return dropped, runs
+        finally:
+            await asyncio.to_thread(scheduler.stop, 5)
+
+    dropped, runs = asyncio.run(main())
+    assert len(dropped) == 1
+    assert runs == [2], runs
 
 
 def test_a_jobs_queue_time_ends_when_the_owner_takes_it_not_when_the_loop_hears() -> None:
@@ -101,20 +156,10 @@ def test_a_jobs_queue_time_ends_when_the_owner_takes_it_not_when_the_loop_hears(
             job = batch.items[0].job
             heard.set_result((job.waited_at(batch.taken), job.waited))
 
-        scheduler = Scheduler(
-            lambda batch, on_step: [None] * len(batch.items),
-            max_queue=4,
-            max_batch=1,
-            max_batch_pixels=4096,
-            window_s=0.05,
-            on_started=started,
-            on_step=lambda batch: None,
-            on_done=lambda batch, results: None,
-            on_error=lambda batch, exc: None,
-        )
+        scheduler = _scheduler(lambda batch, on_step: [None], lambda batch, results: None, on_started=started)
         scheduler.start()
         try:
-            scheduler.submit(Job(kind="generate", model="tiny", items=[object()], batch_key=None, pixels=1, steps=1))
+            scheduler.submit(_job(key=None))
             time.sleep(0.3)  # the loop is busy; the owner is not
             return await asyncio.wait_for(heard, 10)
         finally:
