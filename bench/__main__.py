@@ -29,7 +29,7 @@ from bench import report
 from bench.latency import saturated, single_request
 from bench.server import running
 from bench.throughput import Throughput, measure_bare, measure_server
-from bench.workload import GUIDANCE, SIZE, STEPS, BarePipeline, Seeds, watermark_ms
+from bench.workload import GUIDANCE, SIZE, STEPS, BarePipeline, Seeds, say, watermark_ms
 
 PARALLEL = (1, 4, 8)  # HTTP clients, and the bare pipeline's batch sizes
 SATURATING_CLIENTS = 8
@@ -87,14 +87,14 @@ def main(argv: list[str] | None = None) -> int:
         "thread_env": {k: v for k, v in os.environ.items() if k.endswith("_NUM_THREADS")},
         "loadavg_start": os.getloadavg()[0],
     }
-    _say(f"bench: {'quick' if args.quick else 'full'} run, results in {out}")
+    say(f"bench: {'quick' if args.quick else 'full'} run, results in {out}")
     base_dir = ensure_tiny_models(cache_dir).base
     bare = BarePipeline(base_dir)
     seeds = Seeds()
     rates: list[Throughput] = []
 
     for batch in PARALLEL:
-        _say(f"bench: bare pipeline, batch {batch}")
+        say(f"bench: bare pipeline, batch {batch}")
         rates.append(measure_bare(bare, batch, plan.images, plan.warmup_rounds, seeds))
 
     common: dict[str, Any] = {"model": "tiny", "cache_dir": cache_dir, "device": "cpu", "watermark": False}
@@ -102,18 +102,18 @@ def main(argv: list[str] | None = None) -> int:
         with running("batching-on", out, image_dir=Path(images), max_batch=8, **common) as on:
             meta["server_torch_threads"] = on.torch_threads
             for clients in PARALLEL:
-                _say(f"bench: batching on, {clients} clients")
+                say(f"bench: batching on, {clients} clients")
                 rates.append(measure_server(on, report.ON, clients, plan.images, plan.warmup_rounds, seeds))
-            _say("bench: one request vs the bare call")
+            say("bench: one request vs the bare call")
             single = single_request(on, bare, plan.single_samples, seeds)
-            _say(f"bench: {SATURATING_CLIENTS} clients saturating for {plan.saturation_s:g}s, probing")
+            say(f"bench: {SATURATING_CLIENTS} clients saturating for {plan.saturation_s:g}s, probing")
             saturation = saturated(on, SATURATING_CLIENTS, plan.saturation_s, seeds)
         with running("encoding-threads", out, image_dir=Path(images), max_batch=8, encode_processes=0, **common) as th:
-            _say(f"bench: batching on, encoding in threads, {SATURATING_CLIENTS} clients")
+            say(f"bench: batching on, encoding in threads, {SATURATING_CLIENTS} clients")
             rates.append(measure_server(th, report.THREADS, SATURATING_CLIENTS, plan.images, plan.warmup_rounds, seeds))
         with running("batching-off", out, image_dir=Path(images), max_batch=1, **common) as off:
             for clients in PARALLEL:
-                _say(f"bench: batching off, {clients} clients")
+                say(f"bench: batching off, {clients} clients")
                 rates.append(measure_server(off, report.OFF, clients, plan.images, plan.warmup_rounds, seeds))
 
     watermark = watermark_ms(bare(seeds.take(1))[0], repeats=max(plan.single_samples, 5))
@@ -122,12 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     results.targets = report.evaluate(results)
     print(report.render(results), flush=True)
     json_path, png_path = report.write(out, results)
-    _say(f"bench: wrote {json_path} and {png_path}")
+    say(f"bench: wrote {json_path} and {png_path}")
     return 0
-
-
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

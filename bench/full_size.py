@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.workload import BarePipeline, Seeds, Workload, quiet_libraries
+from bench.workload import BarePipeline, Seeds, Workload, quiet_libraries, say
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 # The published SDXL scheduler config (as the tiny pipeline's in app/engine/models/tiny/parts.py).
@@ -241,10 +241,10 @@ def measure_service(
         # Loading gigabytes and compiling at startup take longer than the CPU suite's tiny model.
         with running(f"full-size-{opts.device}", opts.out, startup_timeout_s=600, **settings) as server:
             ready_s = time.perf_counter() - started
-            _say(f"bench: service ready in {ready_s:.1f}s; one request vs the bare call")
+            say(f"bench: service ready in {ready_s:.1f}s; one request vs the bare call")
             # Untimed first: the first requests after the warm-up still pay one-off costs (seconds on a CPU).
             single = single_request(server, bare, opts.single_samples, seeds, untimed=1 if opts.repeats == 1 else 2)
-            _say(f"bench: service, {opts.batch} clients")
+            say(f"bench: service, {opts.batch} clients")
             # One untimed round of B requests, then timed images: B (quick), 2B otherwise.
             images_timed = opts.batch * (1 if opts.repeats == 1 else 2)
             rate = measure_server(server, "service", opts.batch, images_timed, 1, seeds, opts.workload)
@@ -285,7 +285,7 @@ def run(opts: Options, save: Callable[[dict[str, Any]], None] = lambda result: N
         raise SystemExit("--device cuda: torch sees no CUDA device (use --device cpu for a CPU run)")
     seeds = Seeds()
     w = opts.workload
-    _say(f"bench: building the {opts.arch} pipeline on {opts.device}/{opts.dtype} with random weights")
+    say(f"bench: building the {opts.arch} pipeline on {opts.device}/{opts.dtype} with random weights")
     started = time.perf_counter()
     pipe = build_pipeline(opts.arch, opts.device, opts.dtype)
     build_s = time.perf_counter() - started
@@ -305,18 +305,18 @@ def run(opts: Options, save: Callable[[dict[str, Any]], None] = lambda result: N
     with tempfile.TemporaryDirectory(prefix="sdxl-bench-full-size-") as tmp:
         model_dir = Path(tmp) / "model"
         if opts.service:  # saved before compiling: the service loads and compiles its own copy
-            _say(f"bench: saving the pipeline ({opts.dtype}, safetensors) for the service")
+            say(f"bench: saving the pipeline ({opts.dtype}, safetensors) for the service")
             pipe.save_pretrained(model_dir, safe_serialization=True)
 
         configs: dict[tuple[str, int], BareConfig] = {}
         for batch in (1, opts.batch):
-            _say(f"bench: bare eager, batch {batch}, {w.size}², {w.steps} steps")
+            say(f"bench: bare eager, batch {batch}, {w.size}², {w.steps} steps")
             configs["eager", batch] = measure(bare, opts, "eager", batch, seeds, opts.warmup)
             _record(result, configs, opts.batch, save)
         if opts.compile:
             compiler = Compiler()
             compiler.compile(pipe, decoder=opts.device != "cpu")  # as the service does (runner.py)
-            _say("bench: compiling (the first call of each batch size builds the graphs)")
+            say("bench: compiling (the first call of each batch size builds the graphs)")
             first = first_calls(bare, opts, seeds)
             result["compile"] = {
                 "graphs": dict(compiler.graphs),
@@ -325,7 +325,7 @@ def run(opts: Options, save: Callable[[dict[str, Any]], None] = lambda result: N
             }
             save(result)
             for batch in (1, opts.batch):
-                _say(f"bench: bare compiled, batch {batch}")
+                say(f"bench: bare compiled, batch {batch}")
                 configs["compiled", batch] = measure(bare, opts, "compiled", batch, seeds, opts.warmup - 1)
                 # Graphs built during the timed calls would be in their times: the same count as before says none.
                 result["compile"]["graphs_after_timed"] = dict(compiler.graphs)
@@ -404,12 +404,8 @@ def main(argv: list[str] | None = None) -> int:
     result["meta"]["complete"] = True
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(render(result), flush=True)
-    _say(f"bench: wrote {path}")
+    say(f"bench: wrote {path}")
     return 0
-
-
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

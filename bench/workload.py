@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import statistics
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -124,3 +125,8 @@ def watermark_ms(image: Any, repeats: int) -> float:
         apply_watermark(image)
         samples.append((time.perf_counter() - started) * 1000)
     return statistics.median(samples)
+
+
+def say(message: str) -> None:
+    """A progress line: stderr, so that stdout holds only the results."""
+    print(message, file=sys.stderr, flush=True)
