@@ -18,12 +18,11 @@ import threading
 import time
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 
 from app.engine.images.encoder import Encoder, default_processes, encode
 from app.engine.images.metadata import Provenance
+from bench.workload import smooth_picture
 
 SIDE = 1024
 
@@ -46,14 +45,6 @@ def _provenance() -> Provenance:
     )
 
 
-def _image() -> Image.Image:
-    # A smooth image with noise, closer to a generated one than pure noise (which PNG cannot compress at all).
-    y, x = np.mgrid[0:SIDE, 0:SIDE]
-    base = np.stack([x * 255 // SIDE, y * 255 // SIDE, (x + y) * 127 // SIDE], axis=-1)
-    noise = np.random.default_rng(0).integers(0, 24, (SIDE, SIDE, 3))
-    return Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8), "RGB")
-
-
 def launch_rate(seconds: float) -> float:
     """Small torch calls per second on this thread."""
     a, b = torch.ones(64), torch.ones(64)
@@ -66,7 +57,7 @@ def launch_rate(seconds: float) -> float:
 
 
 def with_threads(threads: int, seconds: float) -> tuple[float, float]:
-    image, provenance, stop, done = _image(), _provenance(), threading.Event(), [0]
+    image, provenance, stop, done = smooth_picture(SIDE), _provenance(), threading.Event(), [0]
 
     def work() -> None:
         while not stop.is_set():
@@ -88,7 +79,7 @@ def with_threads(threads: int, seconds: float) -> tuple[float, float]:
 
 def with_processes(processes: int, seconds: float) -> tuple[float, float]:
     """The Encoder's pool fed from an event loop in another thread, as the service's loop feeds it."""
-    image, provenance, stop, done = _image(), _provenance(), threading.Event(), [0]
+    image, provenance, stop, done = smooth_picture(SIDE), _provenance(), threading.Event(), [0]
     encoder = Encoder(processes)
 
     async def feed() -> None:
@@ -119,7 +110,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     started = time.perf_counter()
-    encode(_image(), _provenance())
+    encode(smooth_picture(SIDE), _provenance())
     one_image_ms = (time.perf_counter() - started) * 1000
     alone = launch_rate(args.seconds)
     rows: list[dict[str, Any]] = [{"config": "alone", "launch_share": 1.0, "images_per_s": 0.0}]

@@ -2,9 +2,10 @@
 used before) against the Z_RLE strategy it uses now, side by side on three kinds of picture.
 
 Pictures are made here, so that nothing is downloaded: the tiny model's output (256², noise-like, the benchmark's
-workload), a photo-like 1024² image (a smooth random field with mild sensor noise, what SDXL mostly makes), and a
-flat 1024² graphic (solid shapes on a plain background, the case RLE is worst at). CPU time is this process's,
-median of a few encodes; every encoding is decoded back and compared, so a lossy path cannot win.
+workload), a smooth 1024² picture with noise (bench.workload.smooth_picture, which bench.encoding encodes too; closer
+to what SDXL makes than either extreme), and a flat 1024² graphic (solid shapes on a plain background, the case RLE
+is worst at). CPU time is this process's, median of a few encodes; every encoding is decoded back and compared, so
+a lossy path cannot win.
 """
 
 from __future__ import annotations
@@ -20,18 +21,12 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image, ImageDraw
 
+from bench.workload import smooth_picture
+
 STRATEGIES: dict[str, dict[str, int]] = {
     "level 6 (before)": {"compress_level": 6},
     "Z_RLE (now)": {"compress_level": 6, "compress_type": zlib.Z_RLE},
 }
-
-
-def photo_like(size: int, seed: int = 0) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    coarse = Image.fromarray(rng.integers(0, 256, (size // 32, size // 32, 3), dtype=np.uint8))
-    smooth = np.asarray(coarse.resize((size, size), Image.Resampling.BICUBIC)).astype(np.int16)
-    noisy = smooth + rng.integers(-3, 4, smooth.shape)
-    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
 
 
 def flat_graphic(size: int) -> Image.Image:
@@ -74,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-tiny", action="store_true", help="skip the tiny model's output (no model build)")
     args = parser.parse_args(argv)
     pictures: dict[str, Callable[[], Image.Image]] = {
-        f"photo-like {args.size}²": lambda: photo_like(args.size),
+        f"smooth with noise {args.size}²": lambda: smooth_picture(args.size),
         f"flat graphic {args.size}²": lambda: flat_graphic(args.size),
     }
     if not args.no_tiny:

@@ -127,6 +127,18 @@ def watermark_ms(image: Any, repeats: int) -> float:
     return statistics.median(samples)
 
 
+def smooth_picture(side: int) -> Any:
+    """A side² RGB picture: gradients with noise, closer to a generated image than pure noise (which PNG cannot
+    compress at all). What bench.encoding and bench.png encode."""
+    import numpy as np
+    from PIL import Image
+
+    y, x = np.mgrid[0:side, 0:side]
+    base = np.stack([x * 255 // side, y * 255 // side, (x + y) * 127 // side], axis=-1)
+    noise = np.random.default_rng(0).integers(0, 24, (side, side, 3))
+    return Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8), "RGB")
+
+
 def say(message: str) -> None:
     """A progress line: stderr, so that stdout holds only the results."""
     print(message, file=sys.stderr, flush=True)
