@@ -104,13 +104,18 @@ def batch_for(head: ItemT, pending: Iterable[ItemT], limits: BatchLimits) -> lis
     for item in pending:
         if len(chosen) >= most:
             break
-        if item is head or item.job.batch_key != head.job.batch_key or item.job.cancel_requested.is_set():
+        if item is head or not may_join(head.job, item.job):
             continue
         if pixels + item.job.pixels > limits.max_batch_pixels:
             continue
         chosen.append(item)
         pixels += item.job.pixels
     return chosen
+
+
+def may_join(head: BatchJob, other: BatchJob) -> bool:
+    """Whether `other`'s images may share a call led by `head`'s (pixel budget and room aside)."""
+    return other.batch_key == head.batch_key and not other.cancel_requested.is_set()
 
 
 def after_call(pending: Iterable[ItemT], chosen: Iterable[ItemT]) -> list[ItemT]:
@@ -141,10 +146,7 @@ def images_away(head: BatchJob, unfinished: Iterable[BatchJob], pending: Iterabl
     return sum(
         len(other.items)
         for other in unfinished
-        if other is not head
-        and id(other) not in queued
-        and other.batch_key == head.batch_key
-        and not other.cancel_requested.is_set()
+        if other is not head and id(other) not in queued and may_join(head, other)
     )
 
 
