@@ -5,8 +5,9 @@
 Phases, one at a time so that nothing else competes for the CPU:
   1. the bare pipeline at batch sizes 1, 4, 8 (in this process, no server running);
   2. a server with batching on (default settings: max_batch 8, batch window 50 ms): 1, 4, 8 clients;
-     one request vs the bare call,
-     alternating; then 8 clients saturating it while /health, /download and the owner's busy time are read;
+     8 clients again, each run between two bare batch-8 runs (the target's ratio; bench.throughput.Paired says
+     why); one request vs the bare call, alternating; then 8 clients saturating it while /health, /download and
+     the owner's busy time are read;
   3. a server with batching on and the encoding in threads (SDXL_ENCODE_PROCESSES=0, as before issue 16): 8 clients;
   4. a server with batching off (max_batch 1): 1, 4, 8 clients.
 Both servers run with watermark=False, for a like-for-like comparison with the bare pipeline (it says so in
@@ -28,7 +29,7 @@ from typing import Any
 from bench import report
 from bench.latency import saturated, single_request
 from bench.server import running
-from bench.throughput import Throughput, measure_bare, measure_server
+from bench.throughput import Throughput, measure_bare, measure_paired, measure_server
 from bench.workload import GUIDANCE, SIZE, STEPS, BarePipeline, Seeds, say, watermark_ms
 
 PARALLEL = (1, 4, 8)  # HTTP clients, and the bare pipeline's batch sizes
@@ -42,10 +43,11 @@ class Plan:
     warmup_rounds: int  # untimed rounds (of `clients` requests, or bare calls) before each config
     single_samples: int  # requests (and bare calls) for the single-request ratio
     saturation_s: float  # the saturated window
+    paired_rounds: int  # 8-client runs, each between two bare batch-8 runs
 
 
-FULL = Plan(images=48, warmup_rounds=2, single_samples=10, saturation_s=30.0)
-QUICK = Plan(images=8, warmup_rounds=1, single_samples=3, saturation_s=5.0)
+FULL = Plan(images=48, warmup_rounds=2, single_samples=10, saturation_s=30.0, paired_rounds=3)
+QUICK = Plan(images=8, warmup_rounds=1, single_samples=3, saturation_s=5.0, paired_rounds=1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
             for clients in PARALLEL:
                 say(f"bench: batching on, {clients} clients")
                 rates.append(measure_server(on, report.ON, clients, plan.images, plan.warmup_rounds, seeds))
+            say(f"bench: {SATURATING_CLIENTS} clients, each run between two bare batch-{SATURATING_CLIENTS} runs")
+            paired = measure_paired(on, bare, SATURATING_CLIENTS, plan.images, plan.paired_rounds, seeds)
             say("bench: one request vs the bare call")
             single = single_request(on, bare, plan.single_samples, seeds)
             say(f"bench: {SATURATING_CLIENTS} clients saturating for {plan.saturation_s:g}s, probing")
@@ -118,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
 
     watermark = watermark_ms(bare(seeds.take(1))[0], repeats=max(plan.single_samples, 5))
     meta["loadavg_end"] = os.getloadavg()[0]
-    results = report.Results(meta, rates, single, saturation, watermark)
+    results = report.Results(meta, rates, paired, single, saturation, watermark)
     results.targets = report.evaluate(results)
     print(report.render(results), flush=True)
     json_path, png_path = report.write(out, results)

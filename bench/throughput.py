@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import threading
 import time
 from dataclasses import dataclass
@@ -115,3 +116,50 @@ def measure_bare(bare: BarePipeline, batch: int, images: int, warmup: int, seeds
     for _ in range(calls):
         bare(seeds.take(batch))
     return Throughput("bare pipeline", batch, calls * batch, time.perf_counter() - started, float(batch))
+
+
+@dataclass
+class Paired:
+    """The service's images/s at `clients` clients, each run bracketed by the bare pipeline's batch of the same
+    size: this machine's speed drifts by tens of percent within minutes, so a bare rate taken in another phase of
+    the run (minutes away) moves the ratio more than anything the service does."""
+
+    clients: int
+    service_ips: list[float]  # one per round
+    bare_ips: list[float]  # len(service_ips) + 1: before the first round, between rounds, after the last
+    mean_batch: float  # images per pipeline call over all rounds
+
+    @property
+    def ratios(self) -> list[float]:
+        """Each round against the mean of the bare rates just before and just after it."""
+        return [s / ((self.bare_ips[i] + self.bare_ips[i + 1]) / 2) for i, s in enumerate(self.service_ips)]
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(self.ratios)
+
+
+def measure_paired(
+    server: BenchServer,
+    bare: BarePipeline,
+    clients: int,
+    images: int,
+    rounds: int,
+    seeds: Seeds,
+    workload: Workload = CPU,
+) -> Paired:
+    """bare, service, bare, service, ..., bare: `rounds` service runs of `images` requests from `clients` clients,
+    each between two bare runs at batch `clients` (the server sits idle while the bare pipeline runs in this
+    process). One untimed round of each first."""
+    bare(seeds.take(clients))
+    Load(server.url, clients, seeds, clients, workload).run()
+    images_before, calls_before = server.batch_stats()
+    bare_ips = [measure_bare(bare, clients, images, 0, seeds).images_per_s]
+    service_ips = []
+    for _ in range(rounds):
+        service_ips.append(images / Load(server.url, clients, seeds, images, workload).run())
+        bare_ips.append(measure_bare(bare, clients, images, 0, seeds).images_per_s)
+    images_after, calls_after = server.batch_stats()
+    # The bare runs add nothing to the server's histogram, so its delta is the service rounds' alone.
+    mean_batch = (images_after - images_before) / max(calls_after - calls_before, 1)
+    return Paired(clients, service_ips, bare_ips, mean_batch)
