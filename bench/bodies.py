@@ -87,7 +87,8 @@ def _sample_rss(pid: int, stop: threading.Event, out: list[int]) -> None:
 def attack(server: BenchServer, route: str, body: bytes, n: int) -> dict[str, Any]:
     idle_rss = psutil.Process(server.process.pid).memory_info().rss
     stop, rss = threading.Event(), list[int]()
-    probe_stop, health_q = multiprocessing.Event(), multiprocessing.Queue()
+    probe_stop = multiprocessing.Event()
+    health_q: multiprocessing.Queue[float] = multiprocessing.Queue()
     probe = multiprocessing.Process(target=_probe, args=(server.url, probe_stop, health_q))
     watcher = threading.Thread(target=_sample_rss, args=(server.process.pid, stop, rss))
     statuses: collections.Counter[str] = collections.Counter()

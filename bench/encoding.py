@@ -16,6 +16,8 @@ import asyncio
 import json
 import threading
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
@@ -114,14 +116,14 @@ def main() -> None:
     one_image_ms = (time.perf_counter() - started) * 1000
     alone = launch_rate(args.seconds)
     rows: list[dict[str, Any]] = [{"config": "alone", "launch_share": 1.0, "images_per_s": 0.0}]
-    configs = [
-        ("1 thread", lambda: with_threads(1, args.seconds)),
-        ("4 threads", lambda: with_threads(4, args.seconds)),
+    configs: list[tuple[str, Callable[[], tuple[float, float]]]] = [
+        ("1 thread", partial(with_threads, 1, args.seconds)),
+        ("4 threads", partial(with_threads, 4, args.seconds)),
     ]
     configs += [
-        (f"{n} process{'es' if n > 1 else ''}", lambda n=n: with_processes(n, args.seconds))
-        for n in {1, default_processes()}
-    ]  # type: ignore[misc]
+        (f"{n} process{'es' if n > 1 else ''}", partial(with_processes, n, args.seconds))
+        for n in sorted({1, default_processes()})
+    ]
     for name, run in configs:
         rate, images = run()
         rows.append({"config": name, "launch_share": round(rate / alone, 3), "images_per_s": round(images, 2)})

@@ -77,7 +77,7 @@ async def _follow(client: httpx.AsyncClient, job_id: str, first: asyncio.Event, 
 
 
 async def _measure(url: str, counting: CountingStore, job_id: str, streams: int, seconds: float) -> dict[str, Any]:
-    first, ready = asyncio.Event(), []
+    first, ready = asyncio.Event(), list[Any]()
     limits = httpx.Limits(max_connections=streams + 10, max_keepalive_connections=streams + 10)
     async with httpx.AsyncClient(base_url=url, timeout=None, limits=limits) as client:
         tasks = [asyncio.create_task(_follow(client, job_id, first, ready, streams)) for _ in range(streams)]
@@ -105,13 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     from app.storage.local import LocalImageStore
 
     counting: list[CountingStore] = []
-    real_build = app.main.build_store
+    real_build = app.main.build_store  # type: ignore[attr-defined]  # app.main's own import of it
 
     def build_counting(settings: Settings) -> Any:
         counting.append(CountingStore(real_build(settings)))
         return counting[-1]
 
-    app.main.build_store = build_counting  # type: ignore[assignment]
+    app.main.build_store = build_counting  # type: ignore[attr-defined]
     with tempfile.TemporaryDirectory() as tmp:
         image_dir = Path(tmp) / "images"
         settings = Settings(model="tiny", image_dir=image_dir, watermark=False, warmup=False)

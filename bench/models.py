@@ -19,6 +19,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -95,7 +96,7 @@ def switching(cache_dir: Path, work: Path, samples: int) -> dict[str, float]:
         times = []
         for i in range(samples + 1):
             model = ("tiny-b", "tiny-c")[i % 2]
-            times.append(_timed(lambda m=model: runner.cache.get(m)))
+            times.append(_timed(partial(runner.cache.get, model)))
         return times[1:]  # the first is tiny-b's first load in both runs
 
     cold = alternate(_runner(cache_dir, work / "cold", model_cache_max_models=2, model_cpu_tier=0))
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         for sub in ("main", "cold", "tier"):
             (work / sub).mkdir()
         runner = _runner(cache_dir, work / "main")
-        results = {
+        results: dict[str, Any] = {
             "refiner": refiner_bytes(runner),
             "views_added_bytes": views_bytes(runner),
             "lora": lora_cost(runner, args.samples),

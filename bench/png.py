@@ -45,7 +45,8 @@ def tiny_output() -> Image.Image:
     from bench.workload import BarePipeline, Seeds
 
     bare = BarePipeline(ensure_tiny_models(Settings(model="tiny").cache_dir).base)
-    return bare(Seeds().take(1))[0].convert("RGB")
+    picture: Image.Image = bare(Seeds().take(1))[0].convert("RGB")
+    return picture
 
 
 def measure(image: Image.Image, options: dict[str, int], repeats: int) -> tuple[float, int]:

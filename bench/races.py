@@ -132,7 +132,13 @@ def main() -> None:
         root = Path(tmp)
         cache, images = root / "models", root / "images"
         ensure_tiny_models(cache)
-        settings = {"model": "tiny", "cache_dir": cache, "image_dir": images, "max_batch": 2, "max_queue": 256}
+        settings: dict[str, Any] = {
+            "model": "tiny",
+            "cache_dir": cache,
+            "image_dir": images,
+            "max_batch": 2,
+            "max_queue": 256,
+        }
         with running("races", root, **settings) as server:
             print("cancel_races", json.dumps(cancel_races(server, args.jobs, rng)))
             print("disconnects", json.dumps(disconnects(server, images, args.disconnects, rng)))

@@ -130,7 +130,7 @@ def attack(name: str, command: list[str], env: dict[str, str], port: int, args: 
             _wait_ready(url, proc, name)
             log.seek(0, 2)
             logged_before = log.tell()
-            attacker, stop, health = Attacker(port, args.slow), threading.Event(), []
+            attacker, stop, health = Attacker(port, args.slow), threading.Event(), list[float | None]()
             probe = threading.Thread(target=_probe, args=(url, stop, health))
             probe.start()
             peak_fds, end = 0, time.monotonic() + args.seconds

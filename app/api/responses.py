@@ -66,7 +66,7 @@ async def finished(request: Request, service: Engine, job: Job) -> Response:
         seed=first.seed,
         width=first.width,
         height=first.height,
-        images=[vars(i) for i in job.images],  # type: ignore[misc]
+        images=[vars(i) for i in job.images],
         model=job.model,
         parent_id=job.parent_id,
         job_id=job.id,
