@@ -8,7 +8,8 @@ Phases, one at a time so that nothing else competes for the CPU:
      8 clients again, each run between two bare batch-8 runs (the target's ratio; bench.throughput.Paired says
      why); one request vs the bare call, alternating; then 8 clients saturating it while /health, /download and
      the owner's busy time are read;
-  3. a server with batching on and the encoding in threads (SDXL_ENCODE_PROCESSES=0, as before issue 16): 8 clients;
+  3. a server with batching on and the encoding in threads (SDXL_ENCODE_PROCESSES=0, as before issue 16): 8 clients,
+     then 8 clients between bare batch-8 runs as in phase 2;
   4. a server with batching off (max_batch 1): 1, 4, 8 clients.
 Both servers run with watermark=False, for a like-for-like comparison with the bare pipeline (it says so in
 the table); the watermark's own cost is measured separately. torch's thread count is left at its default.
@@ -115,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         with running("encoding-threads", out, image_dir=Path(images), max_batch=8, encode_processes=0, **common) as th:
             say(f"bench: batching on, encoding in threads, {SATURATING_CLIENTS} clients")
             rates.append(measure_server(th, report.THREADS, SATURATING_CLIENTS, plan.images, plan.warmup_rounds, seeds))
+            say(f"bench: encoding in threads, {SATURATING_CLIENTS} clients, each run between two bare runs")
+            paired_threads = measure_paired(th, bare, SATURATING_CLIENTS, plan.images, plan.paired_rounds, seeds)
         with running("batching-off", out, image_dir=Path(images), max_batch=1, **common) as off:
             for clients in PARALLEL:
                 say(f"bench: batching off, {clients} clients")
@@ -122,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
 
     watermark = watermark_ms(bare(seeds.take(1))[0], repeats=max(plan.single_samples, 5))
     meta["loadavg_end"] = os.getloadavg()[0]
-    results = report.Results(meta, rates, paired, single, saturation, watermark)
+    results = report.Results(meta, rates, paired, paired_threads, single, saturation, watermark)
     results.targets = report.evaluate(results)
     print(report.render(results), flush=True)
     json_path, png_path = report.write(out, results)

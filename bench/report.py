@@ -24,6 +24,7 @@ class Results:
     meta: dict[str, Any]
     throughput: list[Throughput]
     paired: Paired  # the 8-client target: each run between two bare batch-8 runs
+    paired_threads: Paired  # the same with the encoding in threads (SDXL_ENCODE_PROCESSES=0)
     single: SingleRequest
     saturation: Saturation
     watermark_ms: float  # what SDXL_WATERMARK=true would add per 256x256 image (not in any number above)
@@ -146,9 +147,10 @@ def render(r: Results) -> str:
         + ", ".join(f"{x:.2f}" for x in r.paired.service_ips)
         + " images/s, bare before, between and after "
         + ", ".join(f"{x:.2f}" for x in r.paired.bare_ips),
-        f"  8 clients, encoding in threads (SDXL_ENCODE_PROCESSES=0) / bare batch 8: "
-        f"{r.rate(THREADS, 8) / r.rate(BARE, 8):.2f}x (in worker processes, the default: "
-        f"{r.rate(ON, 8) / r.rate(BARE, 8):.2f}x)",
+        f"  8 clients, encoding in threads (SDXL_ENCODE_PROCESSES=0) / bare batch 8, each run between two bare "
+        f"runs: {r.paired_threads.ratio:.2f}x (rounds "
+        + ", ".join(f"{x:.2f}" for x in r.paired_threads.ratios)
+        + f"; in worker processes, the default: {r.paired.ratio:.2f}x)",
         f"  /download p50 {d.p50:.1f} ms, p99 {d.p99:.1f} ms (n={_n(d)}) under the same saturation",
         f"  one request, the service's own median timings (ms): {stages}",
         f"  owner busy share from scheduler._busy_s deltas: {r.saturation.scheduler_busy_share:.1%} "
@@ -168,6 +170,11 @@ def to_json(r: Results) -> dict[str, Any]:
         "meta": {**r.meta, "note": WATERMARK_NOTE},
         "throughput": [{**asdict(t), "images_per_s": t.images_per_s} for t in r.throughput],
         "paired": {**asdict(r.paired), "ratios": r.paired.ratios, "ratio": r.paired.ratio},
+        "paired_threads": {
+            **asdict(r.paired_threads),
+            "ratios": r.paired_threads.ratios,
+            "ratio": r.paired_threads.ratio,
+        },
         "single_request": {**asdict(r.single), "ratio": r.single.ratio},
         "saturation": {
             "clients": sat.clients,
