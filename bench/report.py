@@ -55,7 +55,6 @@ class Target:
 def evaluate(r: Results) -> list[Target]:
     on8, off8 = r.rate(ON, 8), r.rate(OFF, 8)
     p, s, h = r.paired, r.single, r.saturation.health
-    rounds = ", ".join(f"{x:.2f}" for x in p.ratios)
     return [
         Target(
             1,
@@ -64,7 +63,7 @@ def evaluate(r: Results) -> list[Target]:
             ">=",
             0.9,
             "{:.2f}x",
-            f"rounds {rounds}; mean batch {p.mean_batch:.2f}",
+            f"rounds {_joined(p.ratios)}; mean batch {p.mean_batch:.2f}",
         ),
         Target(1, "8 clients batching on / batching off", on8 / off8, ">=", 1.4, "{:.2f}x", _ips(on8, off8)),
         Target(
@@ -94,6 +93,10 @@ def evaluate(r: Results) -> list[Target]:
 
 def _ips(a: float, b: float) -> str:
     return f"{a:.2f} vs {b:.2f} images/s"
+
+
+def _joined(values: list[float]) -> str:
+    return ", ".join(f"{v:.2f}" for v in values)
 
 
 def _n(p: Probe) -> str:
@@ -143,14 +146,11 @@ def render(r: Results) -> str:
         "Also measured (no target):",
         f"  bare batch 8 / bare batch 1: {r.rate(BARE, 8) / r.rate(BARE, 1):.2f}x, the most batching can gain here",
         f"  8 clients / bare batch 8 from the table above (phases minutes apart): "
-        f"{r.rate(ON, 8) / r.rate(BARE, 8):.2f}x; the target's rounds: service "
-        + ", ".join(f"{x:.2f}" for x in r.paired.service_ips)
-        + " images/s, bare before, between and after "
-        + ", ".join(f"{x:.2f}" for x in r.paired.bare_ips),
+        f"{r.rate(ON, 8) / r.rate(BARE, 8):.2f}x; the target's rounds: service {_joined(r.paired.service_ips)} "
+        f"images/s, bare before, between and after {_joined(r.paired.bare_ips)}",
         f"  8 clients, encoding in threads (SDXL_ENCODE_PROCESSES=0) / bare batch 8, each run between two bare "
-        f"runs: {r.paired_threads.ratio:.2f}x (rounds "
-        + ", ".join(f"{x:.2f}" for x in r.paired_threads.ratios)
-        + f"; in worker processes, the default: {r.paired.ratio:.2f}x)",
+        f"runs: {r.paired_threads.ratio:.2f}x (rounds {_joined(r.paired_threads.ratios)}; in worker processes, "
+        f"the default: {r.paired.ratio:.2f}x)",
         f"  /download p50 {d.p50:.1f} ms, p99 {d.p99:.1f} ms (n={_n(d)}) under the same saturation",
         f"  one request, the service's own median timings (ms): {stages}",
         f"  owner busy share from scheduler._busy_s deltas: {r.saturation.scheduler_busy_share:.1%} "
@@ -165,16 +165,15 @@ def to_json(r: Results) -> dict[str, Any]:
     def probe(p: Probe) -> dict[str, Any]:
         return {"path": p.path, "n": len(p.samples_ms), "p50_ms": p.p50, "p99_ms": p.p99, "errors": p.errors}
 
+    def paired(p: Paired) -> dict[str, Any]:
+        return {**asdict(p), "ratios": p.ratios, "ratio": p.ratio}
+
     sat = r.saturation
     return {
         "meta": {**r.meta, "note": WATERMARK_NOTE},
         "throughput": [{**asdict(t), "images_per_s": t.images_per_s} for t in r.throughput],
-        "paired": {**asdict(r.paired), "ratios": r.paired.ratios, "ratio": r.paired.ratio},
-        "paired_threads": {
-            **asdict(r.paired_threads),
-            "ratios": r.paired_threads.ratios,
-            "ratio": r.paired_threads.ratio,
-        },
+        "paired": paired(r.paired),
+        "paired_threads": paired(r.paired_threads),
         "single_request": {**asdict(r.single), "ratio": r.single.ratio},
         "saturation": {
             "clients": sat.clients,

@@ -99,7 +99,8 @@ def measure_server(
     workload: Workload = CPU,
 ) -> Throughput:
     """Warm up with `warmup` rounds of `clients` requests, then time `images` requests."""
-    Load(server.url, clients, seeds, warmup * clients, workload).run()
+    if warmup:
+        Load(server.url, clients, seeds, warmup * clients, workload).run()
     images_before, calls_before = server.batch_stats()
     seconds = Load(server.url, clients, seeds, images, workload).run()
     images_after, calls_after = server.batch_stats()
@@ -127,7 +128,7 @@ class Paired:
     clients: int
     service_ips: list[float]  # one per round
     bare_ips: list[float]  # len(service_ips) + 1: before the first round, between rounds, after the last
-    mean_batch: float  # images per pipeline call over all rounds
+    mean_batch: float  # images per pipeline call, the rounds' mean
 
     @property
     def ratios(self) -> list[float]:
@@ -153,13 +154,10 @@ def measure_paired(
     process). One untimed round of each first."""
     bare(seeds.take(clients))
     Load(server.url, clients, seeds, clients, workload).run()
-    images_before, calls_before = server.batch_stats()
     bare_ips = [measure_bare(bare, clients, images, 0, seeds).images_per_s]
-    service_ips = []
+    runs = []
     for _ in range(rounds):
-        service_ips.append(images / Load(server.url, clients, seeds, images, workload).run())
+        runs.append(measure_server(server, "service", clients, images, 0, seeds, workload))
         bare_ips.append(measure_bare(bare, clients, images, 0, seeds).images_per_s)
-    images_after, calls_after = server.batch_stats()
-    # The bare runs add nothing to the server's histogram, so its delta is the service rounds' alone.
-    mean_batch = (images_after - images_before) / max(calls_after - calls_before, 1)
-    return Paired(clients, service_ips, bare_ips, mean_batch)
+    service_ips = [run.images_per_s for run in runs]
+    return Paired(clients, service_ips, bare_ips, statistics.mean(run.mean_batch for run in runs))
