@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import threading
 import time
@@ -64,7 +63,8 @@ def start_server(settings: Settings, wait_ready: bool = True, ready_within_s: fl
     port = free_port()
     config = server_config(app, settings, host="127.0.0.1", port=port, lifespan="on")
     server = GracefulServer(config)
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+    # run(): the loop the CLI serves on (uvloop), not asyncio.run's default one.
+    thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     live = LiveServer(settings, f"http://127.0.0.1:{port}", app, server, thread)
     deadline = time.monotonic() + ready_within_s

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 import socket
 import threading
@@ -148,7 +147,8 @@ def _start_under_root_path(
     port = free_port()
     config = server_config(app, settings, host="127.0.0.1", port=port, lifespan="on", root_path=root_path)
     server = GracefulServer(config)
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+    # run(): the loop the CLI serves on (uvloop), not asyncio.run's default one.
+    thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
