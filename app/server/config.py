@@ -28,8 +28,9 @@ class Sockets:
 
 def fit_file_limit(wanted: int) -> Sockets:
     """The connection cap and listen backlog, within the open-file limit: past it accept fails in a loop and
-    nothing, /health included, is answered. asyncio accepts up to `backlog` sockets in one go before any of them
-    can close an older connection to make room, so at the peak `max_connections + backlog` are open."""
+    nothing, /health included, is answered. The loop accepts about `backlog` sockets in one go before any of them
+    can close an older connection to make room (asyncio's counts to it; uvloop's drains the kernel's queue, which
+    holds `backlog`), so at the peak `max_connections + backlog` are open."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return Sockets(wanted, MAX_BACKLOG)
