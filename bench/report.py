@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -148,9 +149,12 @@ def render(r: Results) -> str:
         f"  8 clients / bare batch 8 from the table above (phases minutes apart): "
         f"{r.rate(ON, 8) / r.rate(BARE, 8):.2f}x; the target's rounds: service {_joined(r.paired.service_ips)} "
         f"images/s, bare before, between and after {_joined(r.paired.bare_ips)}",
+        f"  CPU per image in those rounds (medians): service {statistics.median(r.paired.service_cpu_ms):.1f} ms "
+        f"(its process and encode workers), bare batch 8 {statistics.median(r.paired.bare_cpu_ms):.1f} ms; bare / "
+        f"service {r.paired.cpu_bound:.2f}, the most the ratio can be while both are CPU-bound on the same cores",
         f"  8 clients, encoding in threads (SDXL_ENCODE_PROCESSES=0) / bare batch 8, each run between two bare "
-        f"runs: {r.paired_threads.ratio:.2f}x (rounds {_joined(r.paired_threads.ratios)}; in worker processes, "
-        f"the default: {r.paired.ratio:.2f}x)",
+        f"runs: {r.paired_threads.ratio:.2f}x (rounds {_joined(r.paired_threads.ratios)}; CPU bound "
+        f"{r.paired_threads.cpu_bound:.2f}; in worker processes, the default: {r.paired.ratio:.2f}x)",
         f"  /download p50 {d.p50:.1f} ms, p99 {d.p99:.1f} ms (n={_n(d)}) under the same saturation",
         f"  one request, the service's own median timings (ms): {stages}",
         f"  owner busy share from scheduler._busy_s deltas: {r.saturation.scheduler_busy_share:.1%} "
@@ -166,12 +170,14 @@ def to_json(r: Results) -> dict[str, Any]:
         return {"path": p.path, "n": len(p.samples_ms), "p50_ms": p.p50, "p99_ms": p.p99, "errors": p.errors}
 
     def paired(p: Paired) -> dict[str, Any]:
-        return {**asdict(p), "ratios": p.ratios, "ratio": p.ratio}
+        return {**asdict(p), "ratios": p.ratios, "ratio": p.ratio, "cpu_bound": p.cpu_bound}
 
     sat = r.saturation
     return {
         "meta": {**r.meta, "note": WATERMARK_NOTE},
-        "throughput": [{**asdict(t), "images_per_s": t.images_per_s} for t in r.throughput],
+        "throughput": [
+            {**asdict(t), "images_per_s": t.images_per_s, "cpu_ms_per_image": t.cpu_ms_per_image} for t in r.throughput
+        ],
         "paired": paired(r.paired),
         "paired_threads": paired(r.paired_threads),
         "single_request": {**asdict(r.single), "ratio": r.single.ratio},

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import resource
 import statistics
 import threading
 import time
 from dataclasses import dataclass
 
 import httpx
+import psutil
 
 from bench.server import BenchServer
 from bench.workload import CPU, BarePipeline, Seeds, Workload, request_body
@@ -20,10 +22,31 @@ class Throughput:
     images: int
     seconds: float
     mean_batch: float  # images per pipeline call while measuring
+    cpu_s: float  # CPU time spent meanwhile: the server's process and its children (encode workers), or this one's
 
     @property
     def images_per_s(self) -> float:
         return self.images / self.seconds
+
+    @property
+    def cpu_ms_per_image(self) -> float:
+        return self.cpu_s / self.images * 1000
+
+
+def process_cpu_s(pid: int | None = None) -> float:
+    """User + system seconds of a process (all threads) and its living children; this process's own by default."""
+    if pid is None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+    process = psutil.Process(pid)
+    total = 0.0
+    for p in [process, *process.children(recursive=True)]:
+        try:
+            times = p.cpu_times()
+        except psutil.NoSuchProcess:  # a worker that exited meanwhile: its time is lost with it
+            continue
+        total += times.user + times.system
+    return total
 
 
 class Load:
@@ -102,10 +125,12 @@ def measure_server(
     if warmup:
         Load(server.url, clients, seeds, warmup * clients, workload).run()
     images_before, calls_before = server.batch_stats()
+    cpu_before = process_cpu_s(server.process.pid)
     seconds = Load(server.url, clients, seeds, images, workload).run()
+    cpu_s = process_cpu_s(server.process.pid) - cpu_before
     images_after, calls_after = server.batch_stats()
     mean_batch = (images_after - images_before) / max(calls_after - calls_before, 1)
-    return Throughput(config, clients, images, seconds, mean_batch)
+    return Throughput(config, clients, images, seconds, mean_batch, cpu_s)
 
 
 def measure_bare(bare: BarePipeline, batch: int, images: int, warmup: int, seeds: Seeds) -> Throughput:
@@ -113,10 +138,11 @@ def measure_bare(bare: BarePipeline, batch: int, images: int, warmup: int, seeds
     for _ in range(warmup):
         bare(seeds.take(batch))
     calls = max(1, images // batch)
-    started = time.perf_counter()
+    cpu_before, started = process_cpu_s(), time.perf_counter()
     for _ in range(calls):
         bare(seeds.take(batch))
-    return Throughput("bare pipeline", batch, calls * batch, time.perf_counter() - started, float(batch))
+    seconds, cpu_s = time.perf_counter() - started, process_cpu_s() - cpu_before
+    return Throughput("bare pipeline", batch, calls * batch, seconds, float(batch), cpu_s)
 
 
 @dataclass
@@ -129,6 +155,10 @@ class Paired:
     service_ips: list[float]  # one per round
     bare_ips: list[float]  # len(service_ips) + 1: before the first round, between rounds, after the last
     mean_batch: float  # images per pipeline call, the rounds' mean
+    # CPU per image in those runs: the server's process and encode workers; this process for the bare pipeline.
+    # With both CPU-bound on the same cores, bare ÷ service CPU per image is the most the ratio can be.
+    service_cpu_ms: list[float]
+    bare_cpu_ms: list[float]
 
     @property
     def ratios(self) -> list[float]:
@@ -138,6 +168,11 @@ class Paired:
     @property
     def ratio(self) -> float:
         return statistics.median(self.ratios)
+
+    @property
+    def cpu_bound(self) -> float:
+        """Bare CPU per image ÷ the service's (medians over the runs): the ratio's ceiling on a CPU-bound host."""
+        return statistics.median(self.bare_cpu_ms) / statistics.median(self.service_cpu_ms)
 
 
 def measure_paired(
@@ -154,10 +189,16 @@ def measure_paired(
     process). One untimed round of each first."""
     bare(seeds.take(clients))
     Load(server.url, clients, seeds, clients, workload).run()
-    bare_ips = [measure_bare(bare, clients, images, 0, seeds).images_per_s]
+    bares = [measure_bare(bare, clients, images, 0, seeds)]
     runs = []
     for _ in range(rounds):
         runs.append(measure_server(server, "service", clients, images, 0, seeds, workload))
-        bare_ips.append(measure_bare(bare, clients, images, 0, seeds).images_per_s)
-    service_ips = [run.images_per_s for run in runs]
-    return Paired(clients, service_ips, bare_ips, statistics.mean(run.mean_batch for run in runs))
+        bares.append(measure_bare(bare, clients, images, 0, seeds))
+    return Paired(
+        clients,
+        [run.images_per_s for run in runs],
+        [b.images_per_s for b in bares],
+        statistics.mean(run.mean_batch for run in runs),
+        [run.cpu_ms_per_image for run in runs],
+        [b.cpu_ms_per_image for b in bares],
+    )
