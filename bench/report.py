@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,8 +95,8 @@ def _ips(a: float, b: float) -> str:
     return f"{a:.2f} vs {b:.2f} images/s"
 
 
-def _joined(values: list[float]) -> str:
-    return ", ".join(f"{v:.2f}" for v in values)
+def _joined(values: list[float], digits: int = 2) -> str:
+    return ", ".join(f"{v:.{digits}f}" for v in values)
 
 
 def _n(p: Probe) -> str:
@@ -140,7 +139,7 @@ def render(r: Results) -> str:
         for t in r.targets
     ]
     lines += _table(["#", "measurement", "measured", "target", "result", "detail"], rows)
-    d, s = r.saturation.download, r.single
+    d, s, rp, cpus = r.saturation.download, r.single, r.paired, r.meta["cpus"]
     stages = ", ".join(f"{k.removesuffix('_ms')} {v:.1f}" for k, v in s.stages_ms.items())
     lines += [
         "",
@@ -149,12 +148,13 @@ def render(r: Results) -> str:
         f"  8 clients / bare batch 8 from the table above (phases minutes apart): "
         f"{r.rate(ON, 8) / r.rate(BARE, 8):.2f}x; the target's rounds: service {_joined(r.paired.service_ips)} "
         f"images/s, bare before, between and after {_joined(r.paired.bare_ips)}",
-        f"  CPU per image in those rounds (medians): service {statistics.median(r.paired.service_cpu_ms):.1f} ms "
-        f"(its process and encode workers), bare batch 8 {statistics.median(r.paired.bare_cpu_ms):.1f} ms; bare / "
-        f"service {r.paired.cpu_bound:.2f}, the most the ratio can be while both are CPU-bound on the same cores",
+        f"  CPU per image in those rounds: service {_joined(rp.service_cpu_ms, 1)} ms (its processes and the "
+        f"load generator, on {_joined(rp.service_cores)} cores), bare batch 8 {_joined(rp.bare_cpu_ms, 1)} ms (on "
+        f"{_joined(rp.bare_cores)} cores); bare / service, paired as the ratios are: {_joined(rp.cpu_ceilings)}, "
+        f"median {rp.cpu_ceiling:.2f}: the most the ratio can be while both are CPU-bound on these {cpus} cores",
         f"  8 clients, encoding in threads (SDXL_ENCODE_PROCESSES=0) / bare batch 8, each run between two bare "
-        f"runs: {r.paired_threads.ratio:.2f}x (rounds {_joined(r.paired_threads.ratios)}; CPU bound "
-        f"{r.paired_threads.cpu_bound:.2f}; in worker processes, the default: {r.paired.ratio:.2f}x)",
+        f"runs: {r.paired_threads.ratio:.2f}x (rounds {_joined(r.paired_threads.ratios)}; CPU ceiling "
+        f"{r.paired_threads.cpu_ceiling:.2f}; in worker processes, the default: {r.paired.ratio:.2f}x)",
         f"  /download p50 {d.p50:.1f} ms, p99 {d.p99:.1f} ms (n={_n(d)}) under the same saturation",
         f"  one request, the service's own median timings (ms): {stages}",
         f"  owner busy share from scheduler._busy_s deltas: {r.saturation.scheduler_busy_share:.1%} "
@@ -170,7 +170,13 @@ def to_json(r: Results) -> dict[str, Any]:
         return {"path": p.path, "n": len(p.samples_ms), "p50_ms": p.p50, "p99_ms": p.p99, "errors": p.errors}
 
     def paired(p: Paired) -> dict[str, Any]:
-        return {**asdict(p), "ratios": p.ratios, "ratio": p.ratio, "cpu_bound": p.cpu_bound}
+        return {
+            **asdict(p),
+            "ratios": p.ratios,
+            "ratio": p.ratio,
+            "cpu_ceilings": p.cpu_ceilings,
+            "cpu_ceiling": p.cpu_ceiling,
+        }
 
     sat = r.saturation
     return {

@@ -22,7 +22,9 @@ class Throughput:
     images: int
     seconds: float
     mean_batch: float  # images per pipeline call while measuring
-    cpu_s: float  # CPU time spent meanwhile: the server's process and its children (encode workers), or this one's
+    # CPU time spent meanwhile on this machine: the server's process tree (encode workers included) and the load
+    # generator (this process), or for the bare pipeline this process alone
+    cpu_s: float
 
     @property
     def images_per_s(self) -> float:
@@ -32,9 +34,16 @@ class Throughput:
     def cpu_ms_per_image(self) -> float:
         return self.cpu_s / self.images * 1000
 
+    @property
+    def cores(self) -> float:
+        """CPU time ÷ wall time: how many cores the run kept busy."""
+        return self.cpu_s / self.seconds
+
 
 def process_cpu_s(pid: int | None = None) -> float:
-    """User + system seconds of a process (all threads) and its living children; this process's own by default."""
+    """User + system seconds of a process tree: every living process in it (all threads), plus what their exited
+    and reaped children used (the kernel adds that to the parent's), so a worker that ends between two readings is
+    still counted. This process alone (no children) by default."""
     if pid is None:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         return usage.ru_utime + usage.ru_stime
@@ -42,10 +51,10 @@ def process_cpu_s(pid: int | None = None) -> float:
     total = 0.0
     for p in [process, *process.children(recursive=True)]:
         try:
-            times = p.cpu_times()
-        except psutil.NoSuchProcess:  # a worker that exited meanwhile: its time is lost with it
+            t = p.cpu_times()
+        except psutil.NoSuchProcess:  # exited between the listing and the reading: its parent reaps it into its own
             continue
-        total += times.user + times.system
+        total += t.user + t.system + t.children_user + t.children_system
     return total
 
 
@@ -125,9 +134,12 @@ def measure_server(
     if warmup:
         Load(server.url, clients, seeds, warmup * clients, workload).run()
     images_before, calls_before = server.batch_stats()
-    cpu_before = process_cpu_s(server.process.pid)
-    seconds = Load(server.url, clients, seeds, images, workload).run()
-    cpu_s = process_cpu_s(server.process.pid) - cpu_before
+    load = Load(server.url, clients, seeds, images, workload)
+    started = load.start()  # after its clients are made (loading CA certificates costs ~30 ms of CPU each)
+    cpu_before = process_cpu_s(server.process.pid) + process_cpu_s()
+    load.join()
+    seconds = load.last_done - started
+    cpu_s = process_cpu_s(server.process.pid) + process_cpu_s() - cpu_before
     images_after, calls_after = server.batch_stats()
     mean_batch = (images_after - images_before) / max(calls_after - calls_before, 1)
     return Throughput(config, clients, images, seconds, mean_batch, cpu_s)
@@ -155,10 +167,12 @@ class Paired:
     service_ips: list[float]  # one per round
     bare_ips: list[float]  # len(service_ips) + 1: before the first round, between rounds, after the last
     mean_batch: float  # images per pipeline call, the rounds' mean
-    # CPU per image in those runs: the server's process and encode workers; this process for the bare pipeline.
-    # With both CPU-bound on the same cores, bare ÷ service CPU per image is the most the ratio can be.
+    # CPU per image and cores kept busy in the same runs (see Throughput.cpu_s). With both sides CPU-bound on the
+    # same cores, bare ÷ service CPU per image is the most the ratio can be.
     service_cpu_ms: list[float]
     bare_cpu_ms: list[float]
+    service_cores: list[float]
+    bare_cores: list[float]
 
     @property
     def ratios(self) -> list[float]:
@@ -170,9 +184,14 @@ class Paired:
         return statistics.median(self.ratios)
 
     @property
-    def cpu_bound(self) -> float:
-        """Bare CPU per image ÷ the service's (medians over the runs): the ratio's ceiling on a CPU-bound host."""
-        return statistics.median(self.bare_cpu_ms) / statistics.median(self.service_cpu_ms)
+    def cpu_ceilings(self) -> list[float]:
+        """Per round, paired as `ratios` are: the mean bare CPU per image around it ÷ the service's in it."""
+        bare = self.bare_cpu_ms
+        return [(bare[i] + bare[i + 1]) / 2 / s for i, s in enumerate(self.service_cpu_ms)]
+
+    @property
+    def cpu_ceiling(self) -> float:
+        return statistics.median(self.cpu_ceilings)
 
 
 def measure_paired(
@@ -201,4 +220,6 @@ def measure_paired(
         statistics.mean(run.mean_batch for run in runs),
         [run.cpu_ms_per_image for run in runs],
         [b.cpu_ms_per_image for b in bares],
+        [run.cores for run in runs],
+        [b.cores for b in bares],
     )
