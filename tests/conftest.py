@@ -63,7 +63,7 @@ def start_server(settings: Settings, wait_ready: bool = True, ready_within_s: fl
     port = free_port()
     config = server_config(app, settings, host="127.0.0.1", port=port, lifespan="on")
     server = GracefulServer(config)
-    # run(): the loop the CLI serves on (uvloop), not asyncio.run's default one.
+    # run(), as the CLI serves: the loop its config names.
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     live = LiveServer(settings, f"http://127.0.0.1:{port}", app, server, thread)

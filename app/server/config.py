@@ -28,9 +28,8 @@ class Sockets:
 
 def fit_file_limit(wanted: int) -> Sockets:
     """The connection cap and listen backlog, within the open-file limit: past it accept fails in a loop and
-    nothing, /health included, is answered. The loop accepts about `backlog` sockets in one go before any of them
-    can close an older connection to make room (asyncio's counts to it; uvloop's drains the kernel's queue, which
-    holds `backlog`), so at the peak `max_connections + backlog` are open."""
+    nothing, /health included, is answered. asyncio accepts up to `backlog` sockets in one go before any of them
+    can close an older connection to make room, so at the peak `max_connections + backlog` are open."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return Sockets(wanted, MAX_BACKLOG)
@@ -62,9 +61,11 @@ def server_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Con
         "host": settings.host,
         "port": settings.port,
         "http": protocol_class(limits),
-        # uvloop when installed (the lock has it): ~3 ms less per request than asyncio's loop, measured on one
-        # request to the tiny model (tests/server/test_event_loop.py keeps it so).
-        "loop": "auto",
+        # asyncio's loop even where uvloop is installed (uvicorn's "auto" would pick it): when accept fails
+        # (out of descriptors or buffers) asyncio logs it and listens again a second later, where uvloop closes
+        # the listening socket without a word and the process serves nothing more. uvloop saved ~3 ms per
+        # request here (2026-12-03); tests/server/test_event_loop.py checks the recovery.
+        "loop": "asyncio",
         "backlog": sockets.backlog,
         "log_config": None,
         "access_log": False,  # RequestLogMiddleware logs each request, with what a client controls escaped

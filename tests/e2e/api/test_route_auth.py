@@ -147,7 +147,7 @@ def _start_under_root_path(
     port = free_port()
     config = server_config(app, settings, host="127.0.0.1", port=port, lifespan="on", root_path=root_path)
     server = GracefulServer(config)
-    # run(): the loop the CLI serves on (uvloop), not asyncio.run's default one.
+    # run(), as the CLI serves: the loop its config names.
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
