@@ -8,10 +8,11 @@ Phases, one at a time so that nothing else competes for the CPU:
      8 clients again, each run between two bare batch-8 runs (the target's ratio; bench.throughput.Paired says
      why); one request vs the bare call, alternating; then 8 clients saturating it while /health, /download and
      the owner's busy time are read;
-  3. a server with batching on and the encoding in threads (SDXL_ENCODE_PROCESSES=0, as before issue 16): 8 clients,
-     then 8 clients between bare batch-8 runs as in phase 2;
-  4. a server with batching off (max_batch 1): 1, 4, 8 clients.
-Both servers run with watermark=False, for a like-for-like comparison with the bare pipeline (it says so in
+  3. beside it (idle while the other is measured), a server with batching off (max_batch 1): 1, 4, 8 clients; then
+     8 clients on the batching-on server, each run between two runs on the batching-off one (the on ÷ off target);
+  4. a server with batching on and the encoding in threads (SDXL_ENCODE_PROCESSES=0, as before issue 16): 8 clients,
+     then 8 clients between bare batch-8 runs as in phase 2.
+Every server runs with watermark=False, for a like-for-like comparison with the bare pipeline (it says so in
 the table); the watermark's own cost is measured separately. torch's thread count is left at its default.
 """
 
@@ -30,7 +31,16 @@ from typing import Any
 from bench import report
 from bench.latency import saturated, single_request
 from bench.server import running
-from bench.throughput import Throughput, measure_bare, measure_paired, measure_server
+from bench.throughput import (
+    Paired,
+    Side,
+    Throughput,
+    bare_side,
+    measure_bare,
+    measure_paired,
+    measure_server,
+    server_side,
+)
 from bench.workload import GUIDANCE, SIZE, STEPS, BarePipeline, Seeds, say, watermark_ms
 
 PARALLEL = (1, 4, 8)  # HTTP clients, and the bare pipeline's batch sizes
@@ -101,31 +111,39 @@ def main(argv: list[str] | None = None) -> int:
         rates.append(measure_bare(bare, batch, plan.images, plan.warmup_rounds, seeds))
 
     common: dict[str, Any] = {"model": "tiny", "cache_dir": cache_dir, "device": "cpu", "watermark": False}
+    n = SATURATING_CLIENTS
+    bare_n = bare_side(bare, n, seeds)
+
+    def paired(measured: Side, reference: Side) -> Paired:
+        return measure_paired(measured, reference, plan.images, plan.paired_rounds, warmup_images=n)
+
     with tempfile.TemporaryDirectory(prefix="sdxl-bench-images-") as images:
         with running("batching-on", out, image_dir=Path(images), max_batch=8, **common) as on:
             meta["server_torch_threads"] = on.torch_threads
             for clients in PARALLEL:
                 say(f"bench: batching on, {clients} clients")
                 rates.append(measure_server(on, report.ON, clients, plan.images, plan.warmup_rounds, seeds))
-            say(f"bench: {SATURATING_CLIENTS} clients, each run between two bare batch-{SATURATING_CLIENTS} runs")
-            paired = measure_paired(on, bare, SATURATING_CLIENTS, plan.images, plan.paired_rounds, seeds)
+            say(f"bench: {n} clients, each run between two bare batch-{n} runs")
+            paired_bare = paired(server_side(on, report.ON, n, seeds), bare_n)
             say("bench: one request vs the bare call")
             single = single_request(on, bare, plan.single_samples, seeds)
-            say(f"bench: {SATURATING_CLIENTS} clients saturating for {plan.saturation_s:g}s, probing")
-            saturation = saturated(on, SATURATING_CLIENTS, plan.saturation_s, seeds)
+            say(f"bench: {n} clients saturating for {plan.saturation_s:g}s, probing")
+            saturation = saturated(on, n, plan.saturation_s, seeds)
+            with running("batching-off", out, image_dir=Path(images), max_batch=1, **common) as off:
+                for clients in PARALLEL:
+                    say(f"bench: batching off, {clients} clients")
+                    rates.append(measure_server(off, report.OFF, clients, plan.images, plan.warmup_rounds, seeds))
+                say(f"bench: {n} clients, each run with batching on between two with batching off")
+                paired_off = paired(server_side(on, report.ON, n, seeds), server_side(off, report.OFF, n, seeds))
         with running("encoding-threads", out, image_dir=Path(images), max_batch=8, encode_processes=0, **common) as th:
-            say(f"bench: batching on, encoding in threads, {SATURATING_CLIENTS} clients")
-            rates.append(measure_server(th, report.THREADS, SATURATING_CLIENTS, plan.images, plan.warmup_rounds, seeds))
-            say(f"bench: encoding in threads, {SATURATING_CLIENTS} clients, each run between two bare runs")
-            paired_threads = measure_paired(th, bare, SATURATING_CLIENTS, plan.images, plan.paired_rounds, seeds)
-        with running("batching-off", out, image_dir=Path(images), max_batch=1, **common) as off:
-            for clients in PARALLEL:
-                say(f"bench: batching off, {clients} clients")
-                rates.append(measure_server(off, report.OFF, clients, plan.images, plan.warmup_rounds, seeds))
+            say(f"bench: batching on, encoding in threads, {n} clients")
+            rates.append(measure_server(th, report.THREADS, n, plan.images, plan.warmup_rounds, seeds))
+            say(f"bench: encoding in threads, {n} clients, each run between two bare runs")
+            paired_threads = paired(server_side(th, report.THREADS, n, seeds), bare_n)
 
     watermark = watermark_ms(bare(seeds.take(1))[0], repeats=max(plan.single_samples, 5))
     meta["loadavg_end"] = os.getloadavg()[0]
-    results = report.Results(meta, rates, paired, paired_threads, single, saturation, watermark)
+    results = report.Results(meta, rates, paired_bare, paired_off, paired_threads, single, saturation, watermark)
     results.targets = report.evaluate(results)
     print(report.render(results), flush=True)
     json_path, png_path = report.write(out, results)

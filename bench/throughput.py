@@ -6,6 +6,7 @@ import resource
 import statistics
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
@@ -67,18 +68,23 @@ class Load:
         self._left = images
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._ready = threading.Barrier(clients + 1)
+        # The barrier's action runs once every client has made its connection and before any is let go
+        self._ready = threading.Barrier(clients + 1, action=self._release)
+        self._before_release: Callable[[], object] = lambda: None
         self._threads = [threading.Thread(target=self._client, daemon=True) for _ in range(clients)]
+        self.started = 0.0  # perf_counter of the release
         self.done = 0
         self.last_done = 0.0  # perf_counter of the latest response
         self.errors: list[str] = []
 
-    def start(self) -> float:
-        """Open every client, then release them together; returns the start time."""
+    def start(self, before_release: Callable[[], object] = lambda: None) -> float:
+        """Open every client, call `before_release` (nothing is sent yet), then release them together; returns the
+        start time."""
+        self._before_release = before_release
         for thread in self._threads:
             thread.start()
         self._ready.wait()
-        return time.perf_counter()
+        return self.started
 
     def stop(self) -> None:
         self._stop.set()
@@ -89,11 +95,15 @@ class Load:
         if self.errors:
             raise RuntimeError(f"{len(self.errors)} requests failed; first: {self.errors[0]}")
 
-    def run(self) -> float:
-        """start() + join(); the seconds from the start to the last response."""
-        started = self.start()
+    def run(self, before_release: Callable[[], object] = lambda: None) -> float:
+        """start() + join(); the seconds from the release to the last response."""
+        started = self.start(before_release)
         self.join()
         return self.last_done - started
+
+    def _release(self) -> None:
+        self._before_release()
+        self.started = time.perf_counter()
 
     def _take(self) -> bool:
         with self._lock:
@@ -133,16 +143,18 @@ def measure_server(
     """Warm up with `warmup` rounds of `clients` requests, then time `images` requests."""
     if warmup:
         Load(server.url, clients, seeds, warmup * clients, workload).run()
+
+    def cpu_s() -> float:  # the server's tree and the load generator
+        return process_cpu_s(server.process.pid) + process_cpu_s()
+
     images_before, calls_before = server.batch_stats()
-    load = Load(server.url, clients, seeds, images, workload)
-    started = load.start()  # after its clients are made (loading CA certificates costs ~30 ms of CPU each)
-    cpu_before = process_cpu_s(server.process.pid) + process_cpu_s()
-    load.join()
-    seconds = load.last_done - started
-    cpu_s = process_cpu_s(server.process.pid) + process_cpu_s() - cpu_before
+    cpu_before: list[float] = []
+    # Counted from after the clients are made (loading CA certificates costs ~30 ms of CPU each), before any is let go
+    seconds = Load(server.url, clients, seeds, images, workload).run(before_release=lambda: cpu_before.append(cpu_s()))
+    cpu_used = cpu_s() - cpu_before[0]
     images_after, calls_after = server.batch_stats()
     mean_batch = (images_after - images_before) / max(calls_after - calls_before, 1)
-    return Throughput(config, clients, images, seconds, mean_batch, cpu_s)
+    return Throughput(config, clients, images, seconds, mean_batch, cpu_used)
 
 
 def measure_bare(bare: BarePipeline, batch: int, images: int, warmup: int, seeds: Seeds) -> Throughput:
@@ -157,27 +169,60 @@ def measure_bare(bare: BarePipeline, batch: int, images: int, warmup: int, seeds
     return Throughput("bare pipeline", batch, calls * batch, seconds, float(batch), cpu_s)
 
 
+Side = Callable[[int], Throughput]  # a timed run of that many images
+
+
+def server_side(server: BenchServer, config: str, clients: int, seeds: Seeds, workload: Workload = CPU) -> Side:
+    return lambda images: measure_server(server, config, clients, images, 0, seeds, workload)
+
+
+def bare_side(bare: BarePipeline, batch: int, seeds: Seeds) -> Side:
+    return lambda images: measure_bare(bare, batch, images, 0, seeds)
+
+
 @dataclass
 class Paired:
-    """The service's images/s at `clients` clients, each run bracketed by the bare pipeline's batch of the same
-    size: this machine's speed drifts by tens of percent within minutes, so a bare rate taken in another phase of
-    the run (minutes away) moves the ratio more than anything the service does."""
+    """Runs of one side, each bracketed by runs of a reference (the bare pipeline, or the server with batching off):
+    this machine's speed drifts by tens of percent within minutes, so a reference taken in another phase of the
+    run (minutes away) moves the ratio more than anything the service does."""
 
-    clients: int
-    service_ips: list[float]  # one per round
-    bare_ips: list[float]  # len(service_ips) + 1: before the first round, between rounds, after the last
-    mean_batch: float  # images per pipeline call, the rounds' mean
-    # CPU per image and cores kept busy in the same runs (see Throughput.cpu_s). With both sides CPU-bound on the
-    # same cores, bare ÷ service CPU per image is the most the ratio can be.
-    service_cpu_ms: list[float]
-    bare_cpu_ms: list[float]
-    service_cores: list[float]
-    bare_cores: list[float]
+    runs: list[Throughput]  # one per round
+    references: list[Throughput]  # len(runs) + 1: before the first round, between rounds, after the last
+
+    @property
+    def ips(self) -> list[float]:
+        return [run.images_per_s for run in self.runs]
+
+    @property
+    def reference_ips(self) -> list[float]:
+        return [run.images_per_s for run in self.references]
+
+    @property
+    def cpu_ms(self) -> list[float]:
+        return [run.cpu_ms_per_image for run in self.runs]
+
+    @property
+    def reference_cpu_ms(self) -> list[float]:
+        return [run.cpu_ms_per_image for run in self.references]
+
+    @property
+    def cores(self) -> list[float]:
+        return [run.cores for run in self.runs]
+
+    @property
+    def reference_cores(self) -> list[float]:
+        return [run.cores for run in self.references]
+
+    @property
+    def mean_batch(self) -> float:
+        """Images per pipeline call, the rounds' mean."""
+        return statistics.mean(run.mean_batch for run in self.runs)
 
     @property
     def ratios(self) -> list[float]:
-        """Each round against the mean of the bare rates just before and just after it."""
-        return [s / ((self.bare_ips[i] + self.bare_ips[i + 1]) / 2) for i, s in enumerate(self.service_ips)]
+        """Each round against the mean of the reference rates just before and just after it."""
+        reference = self.reference_ips
+        return [ips / ((reference[i] + reference[i + 1]) / 2) for i, ips in enumerate(self.ips)]
 
     @property
     def ratio(self) -> float:
@@ -185,41 +230,23 @@ class Paired:
 
     @property
     def cpu_ceilings(self) -> list[float]:
-        """Per round, paired as `ratios` are: the mean bare CPU per image around it ÷ the service's in it."""
-        bare = self.bare_cpu_ms
-        return [(bare[i] + bare[i + 1]) / 2 / s for i, s in enumerate(self.service_cpu_ms)]
+        """Per round, paired as `ratios` are: the reference's CPU per image around it ÷ the round's. With both
+        sides CPU-bound on the same cores, that is the most the ratio can be."""
+        reference = self.reference_cpu_ms
+        return [(reference[i] + reference[i + 1]) / 2 / ms for i, ms in enumerate(self.cpu_ms)]
 
     @property
     def cpu_ceiling(self) -> float:
         return statistics.median(self.cpu_ceilings)
 
 
-def measure_paired(
-    server: BenchServer,
-    bare: BarePipeline,
-    clients: int,
-    images: int,
-    rounds: int,
-    seeds: Seeds,
-    workload: Workload = CPU,
-) -> Paired:
-    """bare, service, bare, service, ..., bare: `rounds` service runs of `images` requests from `clients` clients,
-    each between two bare runs at batch `clients` (the server sits idle while the bare pipeline runs in this
-    process). One untimed round of each first."""
-    bare(seeds.take(clients))
-    Load(server.url, clients, seeds, clients, workload).run()
-    bares = [measure_bare(bare, clients, images, 0, seeds)]
-    runs = []
+def measure_paired(measured: Side, reference: Side, images: int, rounds: int, warmup_images: int) -> Paired:
+    """reference, measured, reference, ..., reference: `rounds` measured runs of `images` images, each between two
+    reference runs (a server sits idle while the other side runs). An untimed run of `warmup_images` of each first."""
+    reference(warmup_images)
+    measured(warmup_images)
+    references, runs = [reference(images)], []
     for _ in range(rounds):
-        runs.append(measure_server(server, "service", clients, images, 0, seeds, workload))
-        bares.append(measure_bare(bare, clients, images, 0, seeds))
-    return Paired(
-        clients,
-        [run.images_per_s for run in runs],
-        [b.images_per_s for b in bares],
-        statistics.mean(run.mean_batch for run in runs),
-        [run.cpu_ms_per_image for run in runs],
-        [b.cpu_ms_per_image for b in bares],
-        [run.cores for run in runs],
-        [b.cores for b in bares],
-    )
+        runs.append(measured(images))
+        references.append(reference(images))
+    return Paired(runs, references)

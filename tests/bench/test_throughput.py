@@ -3,15 +3,25 @@ counted for a whole process tree (the service's encode workers), exited children
 
 from __future__ import annotations
 
+import http.server
 import subprocess
 import sys
+import threading
 import time
+from typing import ClassVar
 
 import pytest
 
-from bench.throughput import Paired, process_cpu_s
+from bench.throughput import Load, Paired, Side, Throughput, measure_paired, process_cpu_s
+from bench.workload import Seeds
 
 BURN = "import time\nt = time.process_time()\nwhile time.process_time() - t < {s}: pass\n"
+
+
+def _run(ips: float, cpu_ms: float) -> Throughput:
+    """A run of 10 images at `ips` images/s using `cpu_ms` of CPU per image."""
+    seconds = 10 / ips
+    return Throughput("run", 8, 10, seconds, 4.0, cpu_ms * 10 / 1000)
 
 
 def _paired(
@@ -22,7 +32,10 @@ def _paired(
 ) -> Paired:
     service_cpu = service_cpu_ms or [1.0] * len(service_ips)
     bare_cpu = bare_cpu_ms or [1.0] * len(bare_ips)
-    return Paired(8, service_ips, bare_ips, 4.0, service_cpu, bare_cpu, [2.0] * len(service_ips), [2.0] * len(bare_ips))
+    return Paired(
+        [_run(ips, ms) for ips, ms in zip(service_ips, service_cpu, strict=True)],
+        [_run(ips, ms) for ips, ms in zip(bare_ips, bare_cpu, strict=True)],
+    )
 
 
 def test_each_round_against_the_mean_of_its_two_neighbouring_bare_runs() -> None:
@@ -84,3 +97,62 @@ def test_this_process_counts_its_own_cpu_and_not_its_sleep() -> None:
     while time.process_time() - started < 0.2:
         pass
     assert process_cpu_s() - slept >= 0.19
+
+
+def test_paired_runs_alternate_reference_first_and_last_after_one_untimed_run_of_each() -> None:
+    calls: list[tuple[str, int]] = []
+
+    def side(name: str) -> Side:
+        def run(images: int) -> Throughput:
+            calls.append((name, images))
+            return _run(float(len(calls)), 1.0)
+
+        return run
+
+    paired = measure_paired(side("measured"), side("reference"), images=48, rounds=3, warmup_images=8)
+    assert calls == [
+        ("reference", 8),
+        ("measured", 8),
+        *[("reference", 48), ("measured", 48)] * 3,
+        ("reference", 48),
+    ]
+    assert paired.ips == [4.0, 6.0, 8.0]  # the timed runs only: calls 4, 6, 8
+    assert paired.reference_ips == [3.0, 5.0, 7.0, 9.0]
+    assert paired.ratios == pytest.approx([4 / 4, 6 / 6, 8 / 8])
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    arrivals: ClassVar[list[float]] = []
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).arrivals.append(time.perf_counter())
+        body = b"{}"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:  # quiet
+        pass
+
+
+def test_load_calls_its_hook_once_before_any_request_and_times_from_after_it() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    hooked: list[float] = []
+
+    def hook() -> None:  # slow, as reading a process tree's CPU can be: none of it may count in the run's seconds
+        time.sleep(0.3)
+        hooked.append(time.perf_counter())
+
+    try:
+        load = Load(f"http://127.0.0.1:{server.server_address[1]}", 4, Seeds(), images=12)
+        seconds = load.run(before_release=hook)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(hooked) == 1
+    assert len(_Recorder.arrivals) == 12 and min(_Recorder.arrivals) > hooked[0]
+    assert load.started >= hooked[0]
+    assert 0 < seconds < 0.3, seconds
