@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from fastapi import FastAPI
 
 from app.config import Settings
 from app.engine.models.tiny.build import ensure_tiny_models
@@ -42,7 +43,7 @@ class LiveServer:
 
     settings: Settings
     url: str
-    app: Any
+    app: FastAPI
     server: uvicorn.Server
     thread: threading.Thread
 

@@ -53,7 +53,7 @@ def assert_error(response: httpx.Response, status: int, type_: str, field: str |
     assert response.headers["content-type"].startswith("application/json")
     body: dict[str, Any] = response.json()
     assert set(body) == {"error"}
-    error = body["error"]
+    error: dict[str, Any] = body["error"]
     assert set(error) == {"type", "message", "field", "details"}
     assert error["type"] == type_, error
     assert "Traceback" not in response.text and "/site-packages/" not in response.text

@@ -74,7 +74,7 @@ def _storage_key(t: torch.Tensor) -> int:
     return int(t.untyped_storage()._cdata)
 
 
-class ActivationTracker(TorchDispatchMode):
+class ActivationTracker(TorchDispatchMode):  # type: ignore[no-untyped-call]  # torch's __init_subclass__
     """Live bytes of the storages that ops create, and their peak.
 
     For each op, an output whose storage is not one of the op's inputs' and not already tracked is a new
@@ -83,7 +83,7 @@ class ActivationTracker(TorchDispatchMode):
     """
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.current = 0
         self.peak = 0
         self.allocations = 0

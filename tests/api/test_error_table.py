@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import re
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -16,8 +17,10 @@ from app.errors import ServiceError
 ROOT = Path(__file__).resolve().parents[2]
 NO_HTTP = [ROOT / "app" / "engine", ROOT / "app" / "storage", ROOT / "app" / "errors.py"]
 
+T = TypeVar("T")
 
-def _subclasses(cls: type) -> set[type]:
+
+def _subclasses(cls: type[T]) -> set[type[T]]:
     found = set(cls.__subclasses__())
     for sub in list(found):
         found |= _subclasses(sub)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -39,7 +40,7 @@ Answer = httpx.Response | Exception
 
 def _error(status: int, type_: str, retry_after: str | None = None) -> httpx.Response:
     headers = {"Retry-After": retry_after} if retry_after is not None else {}
-    body = {"error": {"type": type_, "message": f"{type_} happened", "field": None, "details": []}}
+    body: dict[str, Any] = {"error": {"type": type_, "message": f"{type_} happened", "field": None, "details": []}}
     return httpx.Response(status, json=body, headers=headers)
 
 
@@ -67,7 +68,7 @@ class Script:
 def scripted() -> Iterator[Callable[..., tuple[Client, Script]]]:
     clients: list[Client] = []
 
-    def make(*answers: Answer, **options: float) -> tuple[Client, Script]:
+    def make(*answers: Answer, **options: Any) -> tuple[Client, Script]:
         script = Script(*answers)
         client = Client(URL, api_key="k", transport=httpx.MockTransport(script), **options)
         clients.append(client)
@@ -144,7 +145,7 @@ def test_broken_connection_after_sending_retries_get_only(scripted: Callable[...
     with pytest.raises(SdxlConnectionError) as caught:
         client.generate("x")
     assert len(script.requests) == 1 and caught.value.request_sent
-    job = {
+    job: dict[str, Any] = {
         "id": "c" * 32,
         "kind": "generate",
         "status": "running",

@@ -33,7 +33,9 @@ def test_a_plain_request_reads_as_in_h11() -> None:
     assert data.data == b"{}" and isinstance(end, h11.EndOfMessage)
     plain = h11.Connection(h11.SERVER)  # the reader is h11's own, less the fold: same events as h11's
     plain.receive_data(raw)
-    assert plain.next_event().headers == request.headers
+    plain_request = plain.next_event()
+    assert isinstance(plain_request, h11.Request)
+    assert plain_request.headers == request.headers
 
 
 def test_chunked_alone_is_read() -> None:
@@ -46,7 +48,9 @@ def test_a_folded_header_is_refused(fold: bytes) -> None:
     raw = b"GET /models HTTP/1.1\r\nHost: x\r\nX-API-Key:\r\n" + fold + b"secret\r\n\r\n"
     plain = h11.Connection(h11.SERVER)  # h11 alone joins the lines: the key would authenticate
     plain.receive_data(raw)
-    assert (b"x-api-key", b"secret") in plain.next_event().headers
+    plain_request = plain.next_event()
+    assert isinstance(plain_request, h11.Request)
+    assert (b"x-api-key", b"secret") in plain_request.headers
     with pytest.raises(h11.RemoteProtocolError, match="folded"):
         _read(raw)
     conn = StrictConnection(lambda _: None, 16 * 1024)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from app.engine.jobs.records import KEEPALIVE_S, View, terminal
@@ -63,7 +63,7 @@ class Followers:
         """Feeds with a poll running now."""
         return sum(1 for feed in self._feeds.values() if not feed.ended)
 
-    async def follow(self, job_id: str, first: View) -> AsyncIterator[View | None]:
+    async def follow(self, job_id: str, first: View) -> AsyncGenerator[View | None, None]:
         """The job's view `first` (just read), then each change, None as a keep-alive, until it ends."""
         feed = self._feeds.get(job_id)
         if feed is None:

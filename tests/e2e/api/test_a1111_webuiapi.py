@@ -35,7 +35,8 @@ def api(secured: LiveServer) -> webuiapi.WebUIApi:
 
 
 def _png_bytes(image: Image.Image) -> bytes:
-    return webuiapi.webuiapi.base64.b64decode(webuiapi.raw_b64_img(image))  # the PNG as webuiapi re-encodes it
+    png: bytes = webuiapi.webuiapi.base64.b64decode(webuiapi.raw_b64_img(image))  # the PNG as webuiapi re-encodes it
+    return png
 
 
 def test_txt2img(api: webuiapi.WebUIApi) -> None:

@@ -121,7 +121,7 @@ def test_hostile_inputs_over_http(client: httpx.Client) -> None:
     for name in ("1x1 png", "truncated png", "gif", "svg"):
         data = base64.b64encode(HOSTILE[name]).decode()
         assert_error(client.post("/img2img", json={"prompt": "x", "image": data}), 422, "invalid_request", "image")
-        body = {"prompt": "x", "image": good, "mask": data}
+        body: dict[str, Any] = {"prompt": "x", "image": good, "mask": data}
         assert_error(client.post("/inpaint", json=body), 422, "invalid_request", "mask")
         body = {"prompt": "x", "controlnet": {"name": "tiny-controlnet", "image": data}}
         assert_error(client.post("/generate", json=body), 422, "invalid_request", "controlnet.image")

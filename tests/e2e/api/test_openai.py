@@ -6,7 +6,7 @@ import base64
 import io
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import numpy as np
@@ -166,6 +166,7 @@ def test_openai_model_names_mean_the_default_model(oai: openai.OpenAI) -> None:
     gpt = oai.images.generate(model="gpt-image-1", prompt="a hill", extra_body={"steps": 1})
     assert read_provenance(_b64_pngs(gpt)[0])["model"] == "tiny"
     dalle = oai.images.generate(model="dall-e-3", prompt="a hill", extra_body={"steps": 1})
+    assert dalle.data is not None
     assert dalle.data[0].b64_json is None and (dalle.data[0].url or "").endswith(".png")
 
 
@@ -180,8 +181,8 @@ def test_size_presets_become_the_models_shape(oai: openai.OpenAI) -> None:
 
 
 def test_quality_sets_the_steps(oai: openai.OpenAI) -> None:
-    def steps(quality: str) -> int:
-        response = oai.images.generate(prompt="x", quality=quality, response_format="b64_json")  # type: ignore[arg-type]
+    def steps(quality: Literal["low", "medium", "high"]) -> int:
+        response = oai.images.generate(prompt="x", quality=quality, response_format="b64_json")
         return int(read_provenance(_b64_pngs(response)[0])["steps"])
 
     assert (steps("low"), steps("medium"), steps("high")) == (2, 3, 6)  # the tiny model's 4 steps: 1/2, 3/4, 1.5x
@@ -190,16 +191,17 @@ def test_quality_sets_the_steps(oai: openai.OpenAI) -> None:
 @pytest.mark.parametrize(
     ("output_format", "magic"), [("jpeg", b"\xff\xd8\xff"), ("webp", b"RIFF"), ("png", b"\x89PNG")]
 )
-def test_output_formats(oai: openai.OpenAI, output_format: str, magic: bytes) -> None:
+def test_output_formats(oai: openai.OpenAI, output_format: Literal["jpeg", "webp", "png"], magic: bytes) -> None:
     response = oai.images.generate(
         prompt="x",
         model="gpt-image-1",
-        output_format=output_format,  # type: ignore[arg-type]
+        output_format=output_format,
         output_compression=50,
         background="opaque",
         moderation="low",
         extra_body={"steps": 1},
     )
+    assert response.data is not None
     data = base64.b64decode(response.data[0].b64_json or "")
     assert data.startswith(magic) and response.output_format == output_format
     assert decode(data).size == (256, 256)

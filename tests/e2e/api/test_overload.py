@@ -29,7 +29,7 @@ async def _storm(url: str) -> tuple[list[httpx.Response], list[int]]:
         done = asyncio.Event()
 
         async def poll_health() -> list[int]:
-            statuses = []
+            statuses: list[int] = []
             async with httpx.AsyncClient(base_url=url, timeout=10) as probe:
                 while not done.is_set() and len(statuses) < 1000:
                     statuses.append((await probe.get("/health")).status_code)

@@ -11,6 +11,7 @@ import pytest
 from app.engine.gpu import loader
 from app.engine.gpu import model_cache as pipeline_cache
 from app.engine.images.metadata import read_provenance
+from app.errors import ModelLoadError
 from tests.conftest import start_server, tiny_settings
 from tests.helpers import assert_error, decode, pixels
 
@@ -73,7 +74,7 @@ async def test_a_failed_refiner_load_is_not_retried_within_the_ttl(  # type: ign
     def flaky(*args, **kwargs):  # type: ignore[no-untyped-def]
         attempts.append(kwargs)
         if len(attempts) == 1:  # fault injection: the first load fails as a corrupt file would
-            raise loader.ModelLoadError("could not load the refiner 'tiny' (injected)")
+            raise ModelLoadError("could not load the refiner 'tiny' (injected)")
         return real(*args, **kwargs)
 
     monkeypatch.setattr(loader, "load_refiner", flaky)

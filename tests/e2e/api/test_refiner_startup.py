@@ -25,15 +25,18 @@ def test_the_refiner_is_resolved_at_startup_and_loads_on_first_use_from_local_fi
 ) -> None:
     resolved: list[str] = []
     real_resolve = fetch.resolve_refiner
-    monkeypatch.setattr(
-        fetch, "resolve_refiner", lambda entry, *a: resolved.append(entry.name) or real_resolve(entry, *a)
-    )
+
+    def resolve(entry: Any, *a: Any) -> str:
+        resolved.append(entry.name)
+        return real_resolve(entry, *a)
+
+    monkeypatch.setattr(fetch, "resolve_refiner", resolve)
     loads: list[dict[str, Any]] = []
     real_load = StableDiffusionXLImg2ImgPipeline.from_pretrained
 
     def spied(path: Any, **kw: Any) -> Any:
         loads.append(kw)
-        return real_load(path, **kw)
+        return real_load(path, **kw)  # type: ignore[no-untyped-call]
 
     monkeypatch.setattr(StableDiffusionXLImg2ImgPipeline, "from_pretrained", spied)
     live = start_server(tiny_settings(model_cache, tmp_path / "images", download_models=True))
@@ -60,7 +63,12 @@ def test_a_refiner_that_cannot_be_resolved_leaves_generate_serving_and_refine_re
     monkeypatch.setattr(fetch, "resolve_refiner", missing)
     attempts: list[int] = []
     real_load = loader.load_refiner
-    monkeypatch.setattr(loader, "load_refiner", lambda *a, **kw: attempts.append(1) or real_load(*a, **kw))
+
+    def load(*a: Any, **kw: Any) -> Any:
+        attempts.append(1)
+        return real_load(*a, **kw)
+
+    monkeypatch.setattr(loader, "load_refiner", load)
     with caplog.at_level(logging.WARNING, logger="app.engine.refiner"):
         live = start_server(tiny_settings(model_cache, tmp_path / "images"))
     try:

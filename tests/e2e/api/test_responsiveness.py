@@ -24,7 +24,7 @@ def test_health_and_download_stay_fast_during_a_long_generation(server: LiveServ
     worker = threading.Thread(target=long_generation)
     worker.start()
     time.sleep(0.3)  # let it reach the pipeline
-    latencies = []
+    latencies: list[float] = []
     while worker.is_alive() and len(latencies) < 40:
         started = time.perf_counter()
         assert client.get("/health").status_code == 200

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,7 +27,7 @@ from tests.conftest import LiveServer, start_server, tiny_settings
 from tests.helpers import decode
 
 KEY = "client-test-key"
-FAST = {"num_inference_steps": 2}
+FAST: dict[str, Any] = {"num_inference_steps": 2}
 UNKNOWN_ID = "0" * 32
 
 

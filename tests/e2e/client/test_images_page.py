@@ -3,10 +3,17 @@ the provenance typed through, a bad limit raised as the client's own error."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from app.client import AsyncClient, Client, ImagesPage, InvalidRequestError
+from app.client import AsyncClient, Client, ImagesPage, InvalidRequestError, StoredImageInfo
 from tests.conftest import LiveServer
+
+
+def _provenance(image: StoredImageInfo) -> dict[str, Any]:
+    assert image.provenance is not None
+    return image.provenance
 
 
 def test_pages_with_the_sync_client(server: LiveServer) -> None:
@@ -17,7 +24,7 @@ def test_pages_with_the_sync_client(server: LiveServer) -> None:
         assert isinstance(whole, ImagesPage) and whole.next_cursor is None
         listed = {image.id: image for image in whole.images}
         assert ids <= set(listed)
-        assert {listed[i].provenance["seed"] for i in ids} == {11, 12, 13}
+        assert {_provenance(listed[i])["seed"] for i in ids} == {11, 12, 13}
         seen, cursor = [], None
         while True:
             page = sdxl.images(limit=2, cursor=cursor)

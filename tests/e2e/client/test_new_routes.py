@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -13,7 +14,7 @@ from app.client import AsyncClient, Client, InvalidRequestError, ModelsResponse
 from tests.conftest import LiveServer
 from tests.helpers import decode
 
-FAST = {"num_inference_steps": 2}
+FAST: dict[str, Any] = {"num_inference_steps": 2}
 
 
 @pytest.fixture

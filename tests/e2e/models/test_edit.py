@@ -114,5 +114,5 @@ def test_views_never_run_diffusers_own_watermarker(server: LiveServer) -> None:
         {"kind": "inpaint", "image": image, "mask": image.convert("L"), "strength": 0.5},
         {"control": Control("tiny-controlnet", image, 1.0)},
     ):
-        params = GenerateParams("p", None, None, None, 256, 256, 2, 5.0, 1, Setup("tiny"), **fields)  # type: ignore[arg-type]
+        params = GenerateParams("p", None, None, None, 256, 256, 2, 5.0, 1, Setup("tiny"), **fields)
         assert runner._pipeline_for(slot, params).watermark is None, fields

@@ -27,7 +27,7 @@ ENCODE_S = 0.012  # per image, one worker: a group of 4 is delivered in ~50 ms, 
 CALLS = 16
 
 
-def _job(images: int = 1, key: object = ("k",)) -> Job:
+def _job(images: int = 1, key: tuple[Any, ...] | None = ("k",)) -> Job:
     return Job(kind="generate", model="tiny", items=[object()] * images, batch_key=key, pixels=4096, steps=1)
 
 

@@ -102,8 +102,12 @@ def test_tracker_views_inplace_and_weights() -> None:
 
 
 def test_tracker_agrees_with_torch_memtracker_on_a_vae_decode() -> None:
+    # From its own module: mypy reads the top-level `diffusers.AutoencoderKL` as diffusers' dummy class.
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+
     mem_tracker = pytest.importorskip("torch.distributed._tools.mem_tracker")
     vae = build("vae").to(torch.float16)
+    assert isinstance(vae, AutoencoderKL)
     latents = torch.empty(1, 4, 32, 32, device="meta", dtype=torch.float16)
     theirs = mem_tracker.MemTracker()
     theirs.track_external(vae)

@@ -27,7 +27,7 @@ def _image() -> Image.Image:
 
 def _workers(encoder: Encoder) -> list[int]:
     pool = encoder._pool  # the executor's own bookkeeping: which worker processes it runs (test-only)
-    return [] if pool is None else list(pool._processes)  # type: ignore[attr-defined]
+    return [] if pool is None else list(pool._processes)
 
 
 def test_default_is_half_the_cores_two_to_four() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from app.engine.images.metadata import encode_png, read_provenance
 from tests.helpers import provenance
@@ -18,9 +18,15 @@ def _png(prompt: str, negative: str | None) -> bytes:
     return encode_png(Image.new("RGB", (256, 256)), p)
 
 
+def _parameters(png: bytes) -> str:
+    image = Image.open(io.BytesIO(png))
+    assert isinstance(image, PngImagePlugin.PngImageFile)  # its text chunks: Image.open's type is any image
+    return image.text["parameters"]
+
+
 def test_line_breaks_in_prompts_cannot_forge_parameter_lines() -> None:
     png = _png(FORGED, "blurry\r\nSteps: 99")
-    text = Image.open(io.BytesIO(png)).text["parameters"]
+    text = _parameters(png)
     lines = text.split("\n")
     assert len(lines) == 3, lines  # prompt, negative prompt, the one parameters line
     assert lines[0].startswith("a cat Negative prompt: everything Steps: 1")
@@ -36,7 +42,7 @@ def test_the_sampler_is_written_as_a1111_labels_it() -> None:
     assert a1111_label("EulerDiscreteScheduler") == "Euler"  # a model's own scheduler, by its class
     assert a1111_label("SomethingNew") == "SomethingNew"
     assert all(a1111_label(name) != name for name in SAMPLERS)  # every one of ours has its label
-    text = Image.open(io.BytesIO(_png("a cat", None))).text["parameters"]
+    text = _parameters(_png("a cat", None))
     assert "Sampler: Euler, " in text
 
 
@@ -48,6 +54,7 @@ def test_the_png_is_lossless_and_keeps_both_text_chunks() -> None:
     data = encode_png(Image.fromarray(pixels), provenance(prompt="a band", seed=11))
     with Image.open(io.BytesIO(data)) as decoded:
         assert decoded.format == "PNG" and decoded.size == (128, 96)
+        assert isinstance(decoded, PngImagePlugin.PngImageFile)
         assert np.array_equal(np.asarray(decoded.convert("RGB")), pixels)
         assert "parameters" in decoded.text
     assert read_provenance(data)["seed"] == 11

@@ -14,7 +14,7 @@ INSTANCE, JOB = new_id(), new_id()
 
 
 def _record(status: str = "queued", **changes: Any) -> dict[str, Any]:
-    record = {
+    record: dict[str, Any] = {
         "id": JOB,
         "kind": "generate",
         "status": status,

@@ -46,8 +46,8 @@ def pipes(built: tuple[Path, TinyModelPaths]) -> tuple[Any, Any]:
     from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
 
     _, paths = built
-    base = StableDiffusionXLPipeline.from_pretrained(paths.base)
-    refiner = StableDiffusionXLImg2ImgPipeline.from_pretrained(
+    base = StableDiffusionXLPipeline.from_pretrained(paths.base)  # type: ignore[no-untyped-call]
+    refiner = StableDiffusionXLImg2ImgPipeline.from_pretrained(  # type: ignore[no-untyped-call]
         paths.refiner, text_encoder_2=base.text_encoder_2, vae=base.vae
     )
     base.set_progress_bar_config(disable=True)
@@ -92,7 +92,9 @@ def test_layout(built: tuple[Path, TinyModelPaths]) -> None:
 
 
 def test_loads_like_real_weights(pipes: tuple[Any, Any]) -> None:
-    from diffusers import EulerDiscreteScheduler
+    # From its own module: mypy reads the top-level `diffusers.EulerDiscreteScheduler` as diffusers' dummy class
+    # (no config). Its config is a FrozenDict, typed as a dict: read by key.
+    from diffusers.schedulers.scheduling_euler_discrete import EulerDiscreteScheduler
 
     base, refiner = pipes
     assert refiner.vae is base.vae
@@ -107,7 +109,7 @@ def test_loads_like_real_weights(pipes: tuple[Any, Any]) -> None:
     assert refiner.config.force_zeros_for_empty_prompt is False
     assert base.vae.config.scaling_factor == pytest.approx(0.13025)
     assert isinstance(base.scheduler, EulerDiscreteScheduler)
-    assert base.scheduler.config.timestep_spacing == "leading"
+    assert base.scheduler.config["timestep_spacing"] == "leading"
 
 
 def test_base_generates_deterministically(pipes: tuple[Any, Any]) -> None:
