@@ -1,8 +1,10 @@
 """kill -9: every image answered before the kill survives a restart, and no partial write remains; every job
-accepted before the kill ends (failed, `replica_lost`) once the killed process's lease has lapsed."""
+accepted before the kill ends (failed, `replica_lost`) once the killed process's lease has lapsed; and the killed
+process's encoding workers and their forkserver do not outlive it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 from tests.conftest import free_port
 from tests.helpers import ASYNC, SLOW, decode, serve_env, wait_for, wait_ready
@@ -140,3 +143,33 @@ def test_jobs_of_a_killed_server_end_failed_once_its_lease_lapses(model_cache: P
                 proc.send_signal(signal.SIGTERM)
         for proc in (a, b):
             proc.wait(60)
+
+
+def test_the_encoding_workers_of_a_killed_server_exit_with_it(model_cache: Path, tmp_path: Path) -> None:
+    """What the OOM killer does: SIGKILL, no shutdown. A pool's workers never notice on their own (each holds its
+    queue's write end, so its read never ends) and would keep their forkserver, the resource tracker and their
+    memory for good, one more set at each restart."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = _serve(model_cache, tmp_path, port)
+    tree: list[psutil.Process] = []
+    try:
+        wait_ready(url, proc)
+        with httpx.Client(base_url=url, timeout=60) as c:  # an image through the workers, as in service
+            assert c.post("/generate", json={"prompt": "x", "seed": 1, "width": 256}).status_code == 200
+        tree = psutil.Process(proc.pid).children(recursive=True)
+        forked = [p for p in tree if "forkserver" in " ".join(p.cmdline())]
+        assert len(forked) >= 3, [p.cmdline() for p in tree]  # the forkserver and its 2 or more workers
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        killed = time.monotonic()
+        _, alive = psutil.wait_procs(tree, timeout=10)
+        assert not alive, [(p.pid, p.cmdline()) for p in alive]
+        print(f"{len(tree)} processes under the server, all gone {time.monotonic() - killed:.2f}s after the kill")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+        for p in tree:  # what a failure above leaves behind, orphaned: not for the next test or run
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()

@@ -18,6 +18,9 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import select
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -49,6 +52,35 @@ def _ready() -> int:
     return os.getpid()
 
 
+def _exit_with(pid: int) -> None:
+    """In a worker process, at startup: end when the service process `pid` does, however it ends. A pool's workers
+    never notice on their own (each holds its task queue's write end, so its read never ends), so a SIGKILLed
+    service (the OOM killer) would leave them, their forkserver and their memory behind for good, one more set at
+    each restart. A clean shutdown ends them sooner, through the pool."""
+    threading.Thread(target=_wait_then_exit, args=(pid,), name="exit-with-service", daemon=True).start()
+
+
+def _wait_then_exit(pid: int) -> None:
+    try:
+        handle = os.pidfd_open(pid)  # Linux: readable once `pid` has exited; no polling, no reused pid mistaken
+    except ProcessLookupError:
+        pass  # gone already
+    except (AttributeError, OSError):  # no pidfds (macOS, Linux < 5.3): poll, once a second
+        while _alive(pid):
+            time.sleep(1)
+    else:
+        select.select([handle], [], [])
+    os._exit(0)  # not sys.exit: this is not the main thread, and nothing is left to clean up
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):  # gone, or its pid reused by someone else's process
+        return False
+    return True
+
+
 def default_processes() -> int:
     """Half the cores this process may use, 2 to 4: the other half is the GPU owner's, the loop's and torch's.
 
@@ -69,7 +101,9 @@ class Encoder:
         context = multiprocessing.get_context("forkserver")
         # Not fork: this process runs torch's threads, and a forked child may inherit their locks held.
         context.set_forkserver_preload(_FORKSERVER_PRELOAD)
-        self._pool = ProcessPoolExecutor(self.processes, mp_context=context)
+        self._pool = ProcessPoolExecutor(
+            self.processes, mp_context=context, initializer=_exit_with, initargs=(os.getpid(),)
+        )
         return self._pool
 
     async def encode(self, image: Image.Image, provenance: Provenance) -> bytes:

@@ -1,5 +1,5 @@
 """The encoder: the watermark and PNG run in worker processes and give the same bytes as in this process; a worker
-that dies is replaced and the image encoded again; closing leaves no worker behind."""
+that dies is replaced and the image encoded again; closing leaves no worker behind, and nor does the service's death."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ import asyncio
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
+import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 
@@ -106,3 +109,28 @@ def test_warm_starts_the_workers_before_any_image() -> None:
             await encoder.close()
 
     assert asyncio.run(run())
+
+
+@pytest.mark.parametrize("pidfds", [True, False], ids=["pidfd", "polling"])
+def test_a_worker_ends_when_the_service_process_ends(pidfds: bool) -> None:
+    """_wait_then_exit as a worker runs it, in a process of its own, watching a stand-in for the service."""
+    service = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.5)"])
+    without = "" if pidfds else "del os.pidfd_open\n"  # as on macOS, or Linux before 5.3
+    watcher = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import os\n{without}from app.engine.images.encoder import _wait_then_exit\n"
+            f"_wait_then_exit({service.pid})\nraise SystemExit(3)",  # never reached: it exits 0 itself
+        ]
+    )
+    try:
+        time.sleep(0.2)
+        assert watcher.poll() is None  # the service still runs: so does the worker
+        service.wait(5)  # reaped, as the real service's parent would reap it
+        assert watcher.wait(5) == 0
+    finally:
+        for proc in (service, watcher):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
