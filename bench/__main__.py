@@ -129,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
             single = single_request(on, bare, plan.single_samples, seeds)
             say(f"bench: {n} clients saturating for {plan.saturation_s:g}s, probing")
             saturation = saturated(on, n, plan.saturation_s, seeds)
+            # The same image folder: the off server sweeps stale temporary files as it starts, which is safe only
+            # because the on server is idle then (nothing is being written)
             with running("batching-off", out, image_dir=Path(images), max_batch=1, **common) as off:
                 for clients in PARALLEL:
                     say(f"bench: batching off, {clients} clients")

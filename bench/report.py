@@ -72,7 +72,8 @@ def evaluate(r: Results) -> list[Target]:
             ">=",
             1.4,
             "{:.2f}x",
-            f"rounds {_joined(o.ratios)}; on {_joined(o.ips)}, off around them {_joined(o.reference_ips)} images/s",
+            f"rounds {_joined(o.ratios)}; on {_joined(o.ips)}, off around them {_joined(o.reference_ips)} images/s; "
+            f"mean batch {o.mean_batch:.2f}",
         ),
         Target(
             2, "/health p99, 8 clients saturating", h.p99, "<=", 50.0, "{:.1f} ms", f"p50 {h.p50:.1f} ms, n={_n(h)}"
@@ -152,13 +153,13 @@ def render(r: Results) -> str:
         f"  8 clients / bare batch 8 from the table above (phases minutes apart): "
         f"{r.rate(ON, 8) / r.rate(BARE, 8):.2f}x; the target's rounds: service {_joined(rp.ips)} "
         f"images/s, bare before, between and after {_joined(rp.reference_ips)}",
-        f"  8 clients batching on / off from the table above (phases apart): {r.rate(ON, 8) / r.rate(OFF, 8):.2f}x; "
-        f"CPU per image in the target's rounds: on {_joined(ro.cpu_ms, 1)} ms, off {_joined(ro.reference_cpu_ms, 1)} "
-        f"ms (off / on, paired: {_joined(ro.cpu_ceilings)})",
         f"  CPU per image in those rounds: service {_joined(rp.cpu_ms, 1)} ms (its processes and the "
         f"load generator, on {_joined(rp.cores)} cores), bare batch 8 {_joined(rp.reference_cpu_ms, 1)} ms (on "
         f"{_joined(rp.reference_cores)} cores); bare / service, paired as the ratios are: {_joined(rp.cpu_ceilings)}, "
         f"median {rp.cpu_ceiling:.2f}: the most the ratio can be while both are CPU-bound on these {cpus} cores",
+        f"  8 clients batching on / off from the table above (phases apart): {r.rate(ON, 8) / r.rate(OFF, 8):.2f}x; "
+        f"CPU per image in the target's rounds: on {_joined(ro.cpu_ms, 1)} ms, off {_joined(ro.reference_cpu_ms, 1)} "
+        f"ms (off / on, paired: {_joined(ro.cpu_ceilings)})",
         f"  8 clients, encoding in threads (SDXL_ENCODE_PROCESSES=0) / bare batch 8, each run between two bare "
         f"runs: {r.paired_threads.ratio:.2f}x (rounds {_joined(r.paired_threads.ratios)}; CPU ceiling "
         f"{r.paired_threads.cpu_ceiling:.2f}; in worker processes, the default: {r.paired.ratio:.2f}x)",

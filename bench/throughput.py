@@ -68,9 +68,10 @@ class Load:
         self._left = images
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        # The barrier's action runs once every client has made its connection and before any is let go
+        # The barrier's action runs once every client thread has made its httpx client, before any is let go
         self._ready = threading.Barrier(clients + 1, action=self._release)
         self._before_release: Callable[[], object] = lambda: None
+        self._release_error: BaseException | None = None
         self._threads = [threading.Thread(target=self._client, daemon=True) for _ in range(clients)]
         self.started = 0.0  # perf_counter of the release
         self.done = 0
@@ -83,7 +84,12 @@ class Load:
         self._before_release = before_release
         for thread in self._threads:
             thread.start()
-        self._ready.wait()
+        try:
+            self._ready.wait()
+        except threading.BrokenBarrierError:
+            # The hook failed (in whichever thread ran the action), or a client could not be made: say which
+            self.join()
+            raise RuntimeError("the load did not start") from self._release_error
         return self.started
 
     def stop(self) -> None:
@@ -102,7 +108,11 @@ class Load:
         return self.last_done - started
 
     def _release(self) -> None:
-        self._before_release()
+        try:
+            self._before_release()
+        except BaseException as exc:
+            self._release_error = exc  # the barrier breaks: start() raises it
+            raise
         self.started = time.perf_counter()
 
     def _take(self) -> bool:
@@ -114,8 +124,17 @@ class Load:
             return True
 
     def _client(self) -> None:
-        with httpx.Client(base_url=self.url, timeout=600) as client:
-            self._ready.wait()
+        try:
+            client = httpx.Client(base_url=self.url, timeout=600)
+        except BaseException as exc:
+            self._release_error = exc  # start() raises it
+            self._ready.abort()  # or every other party would wait for this one for ever
+            return
+        with client:
+            try:
+                self._ready.wait()
+            except BaseException:  # broken, or this thread ran the hook that failed: start() raises why
+                return
             while self._take():
                 try:
                     response = client.post("/generate", json=request_body(self.seeds.next(), self.workload))

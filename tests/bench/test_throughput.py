@@ -4,12 +4,15 @@ counted for a whole process tree (the service's encode workers), exited children
 from __future__ import annotations
 
 import http.server
+import itertools
 import subprocess
 import sys
 import threading
 import time
-from typing import ClassVar
+from collections.abc import Iterator
+from typing import Any, ClassVar
 
+import httpx
 import pytest
 
 from bench.throughput import Load, Paired, Side, Throughput, measure_paired, process_cpu_s
@@ -137,22 +140,80 @@ class _Recorder(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_load_calls_its_hook_once_before_any_request_and_times_from_after_it() -> None:
+@pytest.fixture
+def recorder() -> Iterator[str]:
+    """A server on 127.0.0.1 that answers every POST at once, noting when each arrived; yields its URL."""
+    _Recorder.arrivals = []
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_load_calls_its_hook_once_clients_are_made_before_any_request_and_times_from_after_it(
+    recorder: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[float] = []
+
+    class Client(httpx.Client):
+        def __init__(self, **kwargs: Any) -> None:
+            time.sleep(0.05)  # as loading CA certificates takes a while: the hook must wait for every client
+            super().__init__(**kwargs)
+            made.append(time.perf_counter())
+
+    monkeypatch.setattr(httpx, "Client", Client)  # as bench.throughput reads it
     hooked: list[float] = []
 
     def hook() -> None:  # slow, as reading a process tree's CPU can be: none of it may count in the run's seconds
-        time.sleep(0.3)
         hooked.append(time.perf_counter())
+        time.sleep(1.0)
 
-    try:
-        load = Load(f"http://127.0.0.1:{server.server_address[1]}", 4, Seeds(), images=12)
-        seconds = load.run(before_release=hook)
-    finally:
-        server.shutdown()
-        server.server_close()
-    assert len(hooked) == 1
-    assert len(_Recorder.arrivals) == 12 and min(_Recorder.arrivals) > hooked[0]
-    assert load.started >= hooked[0]
-    assert 0 < seconds < 0.3, seconds
+    load = Load(recorder, 4, Seeds(), images=12)
+    seconds = load.run(before_release=hook)
+    assert len(hooked) == 1 and len(made) == 4 and max(made) < hooked[0]  # called once every client was made
+    hook_ended = hooked[0] + 1.0
+    assert len(_Recorder.arrivals) == 12 and min(_Recorder.arrivals) > hook_ended  # and before any request
+    assert load.started >= hook_ended
+    assert 0 < seconds < 1.0, seconds
+
+
+def test_a_failing_hook_stops_the_load_and_says_why(recorder: str) -> None:
+    def hook() -> None:
+        raise ValueError("psutil could not read the server")
+
+    with pytest.raises(ValueError, match="could not read"):  # raised where it ran, or as the cause in start()
+        try:
+            Load(recorder, 4, Seeds(), images=12).run(before_release=hook)
+        except RuntimeError as exc:
+            assert exc.__cause__ is not None
+            raise exc.__cause__ from None
+    assert _Recorder.arrivals == []
+
+
+def test_a_client_that_cannot_be_made_stops_the_load_instead_of_hanging_it(
+    recorder: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made = itertools.count()
+
+    class Client(httpx.Client):
+        def __init__(self, **kwargs: Any) -> None:
+            if next(made) == 2:
+                raise OSError("no CA bundle")
+            super().__init__(**kwargs)
+
+    monkeypatch.setattr(httpx, "Client", Client)  # as bench.throughput reads it
+    done = threading.Event()
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            Load(recorder, 4, Seeds(), images=12).run()
+        except BaseException as exc:
+            failure.append(exc)
+        done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    assert done.wait(10), "the load waits for ever on a client that was never made"
+    assert isinstance(failure[0], RuntimeError) and isinstance(failure[0].__cause__, OSError), failure
+    assert _Recorder.arrivals == []
