@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import resource
 import statistics
 import threading
@@ -240,8 +241,7 @@ class Paired:
     @property
     def ratios(self) -> list[float]:
         """Each round against the mean of the reference rates just before and just after it."""
-        reference = self.reference_ips
-        return [ips / ((reference[i] + reference[i + 1]) / 2) for i, ips in enumerate(self.ips)]
+        return [ips / around for ips, around in zip(self.ips, _around(self.reference_ips), strict=True)]
 
     @property
     def ratio(self) -> float:
@@ -251,12 +251,16 @@ class Paired:
     def cpu_ceilings(self) -> list[float]:
         """Per round, paired as `ratios` are: the reference's CPU per image around it ÷ the round's. With both
         sides CPU-bound on the same cores, that is the most the ratio can be."""
-        reference = self.reference_cpu_ms
-        return [(reference[i] + reference[i + 1]) / 2 / ms for i, ms in enumerate(self.cpu_ms)]
+        return [around / ms for ms, around in zip(self.cpu_ms, _around(self.reference_cpu_ms), strict=True)]
 
     @property
     def cpu_ceiling(self) -> float:
         return statistics.median(self.cpu_ceilings)
+
+
+def _around(references: list[float]) -> list[float]:
+    """Per round, the mean of the reference values just before and just after it."""
+    return [(before + after) / 2 for before, after in itertools.pairwise(references)]
 
 
 def measure_paired(measured: Side, reference: Side, images: int, rounds: int, warmup_images: int) -> Paired:
