@@ -1,11 +1,12 @@
-"""`python -m bench.png`: the PNG encoder's cost and size, zlib level 6 (PIL's default strategy, what the service
-used before) against the Z_RLE strategy it uses now, side by side on three kinds of picture.
+"""`python -m bench.png`: the PNG encoder's cost and size, side by side on four kinds of picture: Pillow at zlib
+level 6 (what the service first used), Pillow with zlib's Z_RLE strategy (what it used next), and what it uses now,
+OpenCV's libpng with the Paeth filter on every row and Z_RLE (`app.engine.images.metadata.encode_pixels`).
 
-Pictures are made here, so that nothing is downloaded: the tiny model's output (256², noise-like, the benchmark's
-workload), a smooth 1024² picture with noise (bench.workload.smooth_picture, which bench.encoding encodes too; closer
-to what SDXL makes than either extreme), and a flat 1024² graphic (solid shapes on a plain background, the case RLE
-is worst at). CPU time is this process's, median of a few encodes; every encoding is decoded back and compared, so
-a lossy path cannot win.
+Nothing is downloaded: the tiny model's output (256², noise-like, the benchmark's workload), a photo (matplotlib's
+512x600 sample, decoded from its JPEG), a smooth 1024² picture with noise (bench.workload.smooth_picture, which
+bench.encoding encodes too), and a flat 1024² graphic (solid shapes on a plain background, the case RLE is worst
+at). CPU time is this process's, median of a few encodes; every encoding is decoded back and compared, so a lossy
+path cannot win.
 """
 
 from __future__ import annotations
@@ -21,11 +22,23 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image, ImageDraw
 
+from app.engine.images.metadata import encode_pixels
 from bench.workload import smooth_picture
 
-STRATEGIES: dict[str, dict[str, int]] = {
-    "level 6 (before)": {"compress_level": 6},
-    "Z_RLE (now)": {"compress_level": 6, "compress_type": zlib.Z_RLE},
+
+def _pillow(**options: int) -> Callable[[Image.Image], bytes]:
+    def encode(image: Image.Image) -> bytes:
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", **options)
+        return buffer.getvalue()
+
+    return encode
+
+
+ENCODERS: dict[str, Callable[[Image.Image], bytes]] = {
+    "Pillow level 6 (first)": _pillow(compress_level=6),
+    "Pillow Z_RLE (before)": _pillow(compress_level=6, compress_type=zlib.Z_RLE),
+    "OpenCV Paeth Z_RLE (now)": encode_pixels,
 }
 
 
@@ -49,17 +62,22 @@ def tiny_output() -> Image.Image:
     return picture
 
 
-def measure(image: Image.Image, options: dict[str, int], repeats: int) -> tuple[float, int]:
+def photo() -> Image.Image:
+    from matplotlib import cbook  # a bench requirement (requirements-bench.txt)
+
+    with Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)) as file:
+        return file.convert("RGB")
+
+
+def measure(image: Image.Image, label: str, repeats: int) -> tuple[float, int]:
     """(median CPU ms, bytes)."""
     times, data = [], b""
     for _ in range(repeats):
-        buffer = io.BytesIO()
         started = time.process_time()
-        image.save(buffer, format="PNG", **options)
+        data = ENCODERS[label](image)
         times.append((time.process_time() - started) * 1000)
-        data = buffer.getvalue()
     if not np.array_equal(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")), np.asarray(image)):
-        raise AssertionError(f"{options} did not decode to the same pixels")
+        raise AssertionError(f"{label} did not decode to the same pixels")
     return statistics.median(times), len(data)
 
 
@@ -70,21 +88,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-tiny", action="store_true", help="skip the tiny model's output (no model build)")
     args = parser.parse_args(argv)
     pictures: dict[str, Callable[[], Image.Image]] = {
+        "photo 512x600": photo,
         f"smooth with noise {args.size}²": lambda: smooth_picture(args.size),
         f"flat graphic {args.size}²": lambda: flat_graphic(args.size),
     }
     if not args.no_tiny:
         pictures = {"tiny model output 256²": tiny_output, **pictures}
-    print(f"{'picture':<26} {'encoder':<18} {'CPU ms':>8} {'KiB':>8} {'ms ÷ before':>12} {'size ÷ before':>14}")
+    print(f"{'picture':<24} {'encoder':<26} {'CPU ms':>7} {'KiB':>6} {'ms ÷ first':>11} {'size ÷ first':>13}")
     for name, make in pictures.items():
         image = make()
-        before: tuple[float, int] | None = None
-        for label, options in STRATEGIES.items():
-            ms, size = measure(image, options, args.repeats)
-            before = before or (ms, size)
-            print(
-                f"{name:<26} {label:<18} {ms:8.1f} {size / 1024:8.0f} {ms / before[0]:12.2f} {size / before[1]:14.2f}"
-            )
+        first: tuple[float, int] | None = None
+        for label in ENCODERS:
+            ms, size = measure(image, label, args.repeats)
+            first = first or (ms, size)
+            print(f"{name:<24} {label:<26} {ms:7.1f} {size / 1024:6.0f} {ms / first[0]:11.2f} {size / first[1]:13.2f}")
     return 0
 
 

@@ -31,8 +31,9 @@ from app.engine.images.watermark import apply_watermark, check_available
 
 logger = logging.getLogger(__name__)
 
-# Imported once in the forkserver, so that each worker starts with them (imwatermark pulls in OpenCV: ~2 s).
-_FORKSERVER_PRELOAD = ["app.engine.images.encoder", "imwatermark"]
+# Imported once in the forkserver, so that each worker starts with them (OpenCV, which encodes every PNG and which
+# imwatermark uses too: ~2 s with imwatermark).
+_FORKSERVER_PRELOAD = ["app.engine.images.encoder", "cv2", "imwatermark"]
 
 
 def encode(image: Image.Image, provenance: Provenance) -> bytes:

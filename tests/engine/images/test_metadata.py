@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 
 import numpy as np
+import pytest
 from PIL import Image, PngImagePlugin
 
 from app.engine.images.metadata import encode_png, read_provenance
@@ -47,8 +50,8 @@ def test_the_sampler_is_written_as_a1111_labels_it() -> None:
 
 
 def test_the_png_is_lossless_and_keeps_both_text_chunks() -> None:
-    """The run-length zlib strategy (chosen for speed, bench/png.py) is still deflate: any decoder reads the same
-    pixels, and the provenance survives."""
+    """OpenCV's fixed filter and the run-length zlib strategy (chosen for speed, bench/png.py) are still PNG and
+    deflate: any decoder reads the same pixels, and the provenance survives."""
     pixels = np.random.default_rng(3).integers(0, 256, (96, 128, 3), dtype=np.uint8)
     pixels[:40] = (10, 200, 30)  # a flat band, where the runs are
     data = encode_png(Image.fromarray(pixels), provenance(prompt="a band", seed=11))
@@ -58,3 +61,58 @@ def test_the_png_is_lossless_and_keeps_both_text_chunks() -> None:
         assert np.array_equal(np.asarray(decoded.convert("RGB")), pixels)
         assert "parameters" in decoded.text
     assert read_provenance(data)["seed"] == 11
+
+
+def _chunks(png: bytes) -> list[tuple[bytes, bytes]]:
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    chunks, i = [], 8
+    while i < len(png):
+        (length,) = struct.unpack(">I", png[i : i + 4])
+        cid, data = png[i + 4 : i + 8], png[i + 8 : i + 8 + length]
+        assert struct.unpack(">I", png[i + 8 + length : i + 12 + length])[0] == zlib.crc32(cid + data)
+        chunks.append((cid, data))
+        i += 12 + length
+    return chunks
+
+
+def test_text_chunks_come_before_the_pixels_and_every_row_uses_the_paeth_filter() -> None:
+    """The gallery reads provenance from a PNG's first 64 KiB, so both text chunks precede IDAT. Each row's filter
+    byte is Paeth's (4): an OpenCV that ignored the filter flag would fall back to trying all five, at ~2x the CPU."""
+    width, height = 40, 30
+    pixels = np.random.default_rng(5).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    png = encode_png(Image.fromarray(pixels), provenance(prompt="ein Bär — 熊", seed=4))
+    chunks = _chunks(png)
+    kinds = [cid for cid, _ in chunks]
+    assert kinds[0] == b"IHDR" and kinds[-1] == b"IEND"
+    first_pixels = kinds.index(b"IDAT")
+    assert sorted(data.split(b"\0")[0] for cid, data in chunks[:first_pixels] if cid in (b"tEXt", b"iTXt")) == [
+        b"parameters",
+        b"sdxl-serve",
+    ]
+    raw = zlib.decompress(b"".join(data for cid, data in chunks if cid == b"IDAT"))
+    stride = 1 + width * 3
+    assert len(raw) == height * stride
+    assert {raw[row * stride] for row in range(height)} == {4}
+    with Image.open(io.BytesIO(png)) as decoded:
+        assert isinstance(decoded, PngImagePlugin.PngImageFile)
+        assert decoded.text["parameters"].startswith("ein Bär — 熊\n")  # not Latin-1: Pillow wrote it as iTXt
+        assert np.array_equal(np.asarray(decoded), pixels)
+    assert read_provenance(png)["prompt"] == "ein Bär — 熊"
+
+
+@pytest.mark.parametrize(
+    ("mode", "stored"), [("RGB", "RGB"), ("RGBA", "RGBA"), ("L", "L"), ("LA", "RGBA"), ("P", "RGB"), ("I;16", "RGB")]
+)
+def test_every_mode_encodes_losslessly_and_keeps_its_alpha(mode: str, stored: str) -> None:
+    rgba = np.random.default_rng(6).integers(0, 256, (12, 20, 4), dtype=np.uint8)
+    image = Image.fromarray(rgba, "RGBA").convert(mode)
+    png = encode_png(image, provenance())
+    with Image.open(io.BytesIO(png)) as decoded:
+        assert decoded.mode == stored
+        assert np.array_equal(np.asarray(decoded), np.asarray(image.convert(stored)))
+
+
+def test_the_same_image_and_provenance_give_the_same_bytes() -> None:
+    pixels = np.random.default_rng(7).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    first = encode_png(Image.fromarray(pixels), provenance(seed=9))
+    assert encode_png(Image.fromarray(pixels.copy()), provenance(seed=9)) == first
