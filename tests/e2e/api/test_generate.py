@@ -6,6 +6,7 @@ import time
 
 import httpx
 import numpy as np
+from PIL import PngImagePlugin
 
 from app.engine.images.metadata import read_provenance
 from tests.helpers import assert_error, decode, pixels
@@ -34,7 +35,8 @@ def test_generate_then_download_round_trip(client: httpx.Client) -> None:
     assert record["model"] == "tiny" and record["kind"] == "generate" and record["parent_id"] is None
     assert record["scheduler"] == "EulerDiscreteScheduler"
     assert {"diffusers", "torch", "transformers", "sdxl-serve"} <= set(record["versions"])
-    parameters = image.text["parameters"]  # type: ignore[attr-defined]
+    assert isinstance(image, PngImagePlugin.PngImageFile)  # Image.open is typed as any image; its text chunks
+    parameters = image.text["parameters"]
     assert parameters.startswith("a red fox\nNegative prompt: blurry\nSteps: 4, Sampler: Euler, CFG scale: 5")
     assert "Seed: 7" in parameters and "Size: 256x256" in parameters
 

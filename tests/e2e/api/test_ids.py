@@ -7,6 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import LiveServer
 from tests.helpers import assert_error
 
 TRAVERSALS = [
@@ -42,7 +43,7 @@ def test_refine_rejects_bad_ids(client: httpx.Client, raw: str) -> None:
     assert_error(client.post("/refine", json={"id": raw, "prompt": "x"}), 422, "invalid_request", "id")
 
 
-def test_a_png_outside_the_store_is_never_served(client: httpx.Client, server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_png_outside_the_store_is_never_served(client: httpx.Client, server: LiveServer, tmp_path: Path) -> None:
     # A file right next to the store with an id-like name must stay unreachable.
     outside = Path(server.settings.image_dir).parent / ("f" * 32 + ".png")
     outside.write_bytes(b"\x89PNG secret")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -12,7 +14,7 @@ from app.engine.gpu import loader
 from app.engine.gpu import model_cache as pipeline_cache
 from app.engine.images.metadata import read_provenance
 from app.errors import ModelLoadError
-from tests.conftest import start_server, tiny_settings
+from tests.conftest import LiveServer, start_server, tiny_settings
 from tests.helpers import assert_error, decode, pixels
 
 
@@ -45,13 +47,13 @@ def test_refine_rejects_zero_effective_steps(client: httpx.Client) -> None:
 
 
 @pytest.fixture
-def fresh_server(model_cache: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
+def fresh_server(model_cache: Path, tmp_path: Path) -> Iterator[LiveServer]:
     live = start_server(tiny_settings(model_cache, tmp_path / "images"))
     yield live
     live.stop()
 
 
-async def test_refiner_loads_once_under_concurrent_first_calls_and_shares_modules(fresh_server) -> None:  # type: ignore[no-untyped-def]
+async def test_refiner_loads_once_under_concurrent_first_calls_and_shares_modules(fresh_server: LiveServer) -> None:
     async with httpx.AsyncClient(base_url=fresh_server.url, timeout=120) as c:
         image_id = (await c.post("/generate", json={"prompt": "x", "seed": 1})).json()["id"]
         assert fresh_server.service.refiner_loads == 0  # lazy: not loaded at startup
@@ -64,14 +66,14 @@ async def test_refiner_loads_once_under_concurrent_first_calls_and_shares_module
     assert refiner.unet is not base.unet
 
 
-async def test_a_failed_refiner_load_is_not_retried_within_the_ttl(  # type: ignore[no-untyped-def]
-    fresh_server, monkeypatch: pytest.MonkeyPatch
+async def test_a_failed_refiner_load_is_not_retried_within_the_ttl(
+    fresh_server: LiveServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Three requests, one load attempt: the others are refused at once, with Retry-After, until the TTL ends."""
     real = loader.load_refiner
     attempts = []
 
-    def flaky(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def flaky(*args: Any, **kwargs: Any) -> Any:
         attempts.append(kwargs)
         if len(attempts) == 1:  # fault injection: the first load fails as a corrupt file would
             raise ModelLoadError("could not load the refiner 'tiny' (injected)")
