@@ -15,9 +15,11 @@ import argparse
 import json
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -82,7 +84,7 @@ def running(
     values = json.dumps({**settings, "host": HOST, "port": port}, default=str)
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "bench.server", values],
+            [sys.executable, "-m", "bench.server", values, "--parent", str(os.getpid())],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
@@ -163,7 +165,9 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(prog="python -m bench.server")
     parser.add_argument("settings", help="Settings values as a JSON object")
-    settings = Settings(**json.loads(parser.parse_args().settings))
+    parser.add_argument("--parent", type=int, help="the benchmark's pid: shut down when it is gone")
+    args = parser.parse_args()
+    settings = Settings(**json.loads(args.settings))
     if not is_loopback(settings.host):
         raise SystemExit("the benchmark server binds loopback only")
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -183,7 +187,18 @@ def main() -> None:
             "torch_threads": torch.get_num_threads(),
         }
 
+    if args.parent is not None:
+        # A benchmark killed outright (kill -9, an OOM kill) cannot stop this server; it would serve on, with its
+        # encode workers, holding a core and its memory. So it goes when the benchmark does, as `stop()` asks.
+        threading.Thread(target=_stop_with, args=(args.parent,), name="stop-with-bench", daemon=True).start()
     uvicorn.Server(server_config(app, settings, timeout_graceful_shutdown=30)).run()
+
+
+def _stop_with(pid: int) -> None:
+    from app.engine.images.encoder import wait_until_gone
+
+    wait_until_gone(pid)
+    os.kill(os.getpid(), signal.SIGTERM)  # the service's own graceful shutdown, as stop() sends it
 
 
 if __name__ == "__main__":

@@ -62,16 +62,24 @@ def _exit_with(pid: int) -> None:
 
 
 def _wait_then_exit(pid: int) -> None:
+    wait_until_gone(pid)
+    os._exit(0)  # not sys.exit: this is not the main thread, and nothing is left to clean up
+
+
+def wait_until_gone(pid: int) -> None:
+    """Block until process `pid` has exited (at once if it has already)."""
     try:
         handle = os.pidfd_open(pid)  # Linux: readable once `pid` has exited; no polling, no reused pid mistaken
     except ProcessLookupError:
-        pass  # gone already
+        return  # gone already
     except (AttributeError, OSError):  # no pidfds (macOS, Linux < 5.3): poll, once a second
         while _alive(pid):
             time.sleep(1)
     else:
-        select.select([handle], [], [])
-    os._exit(0)  # not sys.exit: this is not the main thread, and nothing is left to clean up
+        try:
+            select.select([handle], [], [])
+        finally:
+            os.close(handle)
 
 
 def _alive(pid: int) -> bool:
