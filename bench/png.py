@@ -1,6 +1,6 @@
 """`python -m bench.png`: the PNG encoder's cost and size, side by side on four kinds of picture: Pillow at zlib
 level 6 (what the service first used), Pillow with zlib's Z_RLE strategy (what it used next), and what it uses now,
-OpenCV's libpng with the Paeth filter on every row and Z_RLE (`app.engine.images.metadata.encode_pixels`).
+OpenCV's libpng with the Paeth filter on every row and Z_RLE (`app.engine.images.png.encode_pixels`).
 
 Nothing is downloaded: the tiny model's output (256², noise-like, the benchmark's workload), a photo (matplotlib's
 512x600 sample, decoded from its JPEG), a smooth 1024² picture with noise (bench.workload.smooth_picture, which
@@ -22,7 +22,7 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image, ImageDraw
 
-from app.engine.images.metadata import encode_pixels
+from app.engine.images.png import encode_pixels
 from bench.workload import smooth_picture
 
 

@@ -156,6 +156,15 @@ class OwnerClock:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.server")
+    parser.add_argument("settings", help="Settings values as a JSON object")
+    parser.add_argument("--parent", type=int, help="the benchmark's pid: shut down when it is gone")
+    args = parser.parse_args()
+    if args.parent is not None:  # first, before the seconds of imports and the model load
+        # A benchmark killed outright (kill -9, an OOM kill) cannot stop this server; it would serve on under init,
+        # with its encode workers, holding cores and memory. So it goes when the benchmark does, as `stop()` asks.
+        threading.Thread(target=_stop_with, args=(args.parent,), name="stop-with-bench", daemon=True).start()
+
     import torch
     import uvicorn
 
@@ -163,10 +172,6 @@ def main() -> None:
     from app.main import create_app
     from app.server.config import server_config
 
-    parser = argparse.ArgumentParser(prog="python -m bench.server")
-    parser.add_argument("settings", help="Settings values as a JSON object")
-    parser.add_argument("--parent", type=int, help="the benchmark's pid: shut down when it is gone")
-    args = parser.parse_args()
     settings = Settings(**json.loads(args.settings))
     if not is_loopback(settings.host):
         raise SystemExit("the benchmark server binds loopback only")
@@ -187,17 +192,14 @@ def main() -> None:
             "torch_threads": torch.get_num_threads(),
         }
 
-    if args.parent is not None:
-        # A benchmark killed outright (kill -9, an OOM kill) cannot stop this server; it would serve on, with its
-        # encode workers, holding a core and its memory. So it goes when the benchmark does, as `stop()` asks.
-        threading.Thread(target=_stop_with, args=(args.parent,), name="stop-with-bench", daemon=True).start()
     uvicorn.Server(server_config(app, settings, timeout_graceful_shutdown=30)).run()
 
 
-def _stop_with(pid: int) -> None:
-    from app.engine.images.encoder import wait_until_gone
-
-    wait_until_gone(pid)
+def _stop_with(parent: int) -> None:
+    """This process is the benchmark's child, so the benchmark is gone once this process's parent is another (the
+    orphan's new parent): no pid can be mistaken for it, however pids are reused."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
     os.kill(os.getpid(), signal.SIGTERM)  # the service's own graceful shutdown, as stop() sends it
 
 

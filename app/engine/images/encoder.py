@@ -26,7 +26,8 @@ from concurrent.futures.process import BrokenProcessPool
 
 from PIL import Image
 
-from app.engine.images.metadata import Provenance, encode_png
+from app.engine.images.metadata import Provenance
+from app.engine.images.png import encode_png
 from app.engine.images.watermark import apply_watermark, check_available
 
 logger = logging.getLogger(__name__)
@@ -62,24 +63,16 @@ def _exit_with(pid: int) -> None:
 
 
 def _wait_then_exit(pid: int) -> None:
-    wait_until_gone(pid)
-    os._exit(0)  # not sys.exit: this is not the main thread, and nothing is left to clean up
-
-
-def wait_until_gone(pid: int) -> None:
-    """Block until process `pid` has exited (at once if it has already)."""
     try:
         handle = os.pidfd_open(pid)  # Linux: readable once `pid` has exited; no polling, no reused pid mistaken
     except ProcessLookupError:
-        return  # gone already
+        pass  # gone already
     except (AttributeError, OSError):  # no pidfds (macOS, Linux < 5.3): poll, once a second
         while _alive(pid):
             time.sleep(1)
     else:
-        try:
-            select.select([handle], [], [])
-        finally:
-            os.close(handle)
+        select.select([handle], [], [])
+    os._exit(0)  # not sys.exit: this is not the main thread, and nothing is left to clean up
 
 
 def _alive(pid: int) -> bool:

@@ -1,6 +1,6 @@
 """A page of stored images with each one's provenance, read from the start of its PNG.
 
-The provenance chunk is written before the pixels (`metadata.encode_png`), so only the first 64 KiB of each PNG are
+The provenance chunk is written before the pixels (`png.encode_png`), so only the first 64 KiB of each PNG are
 read (a Range GET on S3): a page of 100 images reads at most 6.4 MB, not 100 whole 1024² PNGs. A chunk that does not
 fit there (four 2,000-character prompts of 4-byte characters) costs one whole read of that image.
 """

@@ -1,4 +1,4 @@
-"""Provenance carried inside every PNG, and the PNG encoding itself.
+"""Provenance carried inside every PNG (png.py writes it there).
 
 Two text chunks: `parameters` in the AUTOMATIC1111 format (so existing tools read our images) and
 `sdxl-serve`, a JSON record of everything needed to reproduce the image. Neither holds the image id or a
@@ -14,10 +14,7 @@ from functools import lru_cache
 from importlib import metadata as importlib_metadata
 from typing import Any
 
-import cv2
-import numpy as np
-from PIL import Image, PngImagePlugin
-from PIL.PngImagePlugin import PngInfo
+from PIL import Image
 
 from app.engine.models.samplers import a1111_label
 
@@ -65,7 +62,7 @@ def _one_line(text: str) -> str:
     return " ".join(text.splitlines())
 
 
-def _a1111_parameters(p: Provenance) -> str:
+def a1111_parameters(p: Provenance) -> str:
     fields = [
         f"Steps: {p.steps}",
         f"Sampler: {a1111_label(p.scheduler)}",
@@ -89,55 +86,6 @@ def _a1111_parameters(p: Provenance) -> str:
 
 def provenance_record(p: Provenance) -> dict[str, Any]:
     return {**asdict(p), "versions": library_versions()}
-
-
-def encode_png(image: Image.Image, provenance: Provenance) -> bytes:
-    """The PNG, with both text chunks before the pixels (where the gallery reads them without decoding any)."""
-    info = PngInfo()
-    info.add_text("parameters", _a1111_parameters(provenance))  # tEXt, or iTXt if the prompt is not Latin-1
-    # iTXt keeps non-Latin-1 prompts intact.
-    info.add_itxt(METADATA_KEY, json.dumps(provenance_record(provenance), ensure_ascii=False, sort_keys=True))
-    return _with_chunks_after_header(encode_pixels(image), info)
-
-
-def encode_pixels(image: Image.Image) -> bytes:
-    """OpenCV's libpng with one fixed filter (Paeth) and zlib's run-length strategy. Pillow's encoder tries all five
-    filters on every row; this costs 0.6-0.8x the CPU of Pillow with the same strategy (what the service used
-    before), for files within 1 % of its size, 6 % larger on flat graphics (bench/png.py: the tiny model's 256²
-    output 3.9 vs 6.3 ms, a 512x600 photo 18 vs 24 ms, a smooth 1024² picture 58 vs 97 ms)."""
-    if image.mode not in _TO_OPENCV:  # never for generated images (RGB); keep an alpha channel if there is one
-        image = image.convert("RGBA" if "A" in image.getbands() or "transparency" in image.info else "RGB")
-    pixels = np.asarray(image)
-    code = _TO_OPENCV[image.mode]
-    if code is not None:
-        pixels = cv2.cvtColor(pixels, getattr(cv2, code))
-    params = [
-        cv2.IMWRITE_PNG_FILTER,
-        cv2.IMWRITE_PNG_FILTER_PAETH,
-        cv2.IMWRITE_PNG_STRATEGY,
-        cv2.IMWRITE_PNG_STRATEGY_RLE,
-    ]
-    ok, encoded = cv2.imencode(".png", pixels, params)
-    if not ok:
-        raise RuntimeError(f"OpenCV could not encode a {image.mode} {image.size} image as PNG")
-    return bytes(encoded)
-
-
-_TO_OPENCV = {"RGB": "COLOR_RGB2BGR", "RGBA": "COLOR_RGBA2BGRA", "L": None}  # OpenCV's channel order is BGR(A)
-
-
-def _with_chunks_after_header(png: bytes, info: PngInfo) -> bytes:
-    """`info`'s chunks, written by Pillow, inserted right after IHDR (the first chunk: 8 + 13 + 4 bytes after the
-    8-byte signature)."""
-    if png[12:16] != b"IHDR":
-        raise ValueError("not a PNG that starts with its IHDR chunk")
-    header_end = 8 + 12 + int.from_bytes(png[8:12], "big")
-    out = io.BytesIO()
-    out.write(png[:header_end])
-    for cid, data, _after_idat in info.chunks:
-        PngImagePlugin.putchunk(out, cid, data)
-    out.write(png[header_end:])
-    return out.getvalue()
 
 
 def text_chunks(image: Image.Image) -> dict[str, str]:

@@ -10,7 +10,8 @@ import numpy as np
 from PIL import Image
 
 from app.engine.images.gallery import HEAD_BYTES, gallery_page
-from app.engine.images.metadata import encode_png, read_provenance
+from app.engine.images.metadata import read_provenance
+from app.engine.images.png import encode_png
 from app.storage.ids import new_id
 from app.storage.local import LocalImageStore
 from tests.helpers import provenance
