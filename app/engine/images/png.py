@@ -1,5 +1,6 @@
-"""The PNG encoder: the pixels by OpenCV's libpng, then the provenance's two text chunks (metadata.py) spliced in
-right after the header, before the pixels, where the gallery reads them without decoding any (gallery.py)."""
+"""The PNG encoder: the pixels by OpenCV's libpng (Pillow's encoder for unusual modes), then the provenance's two
+text chunks (metadata.py) spliced in right after the header, before the pixels, where the gallery reads them without
+decoding any (gallery.py)."""
 
 from __future__ import annotations
 
