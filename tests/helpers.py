@@ -1,14 +1,18 @@
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
+import psutil
 from PIL import Image
 
 from app.engine.images.metadata import Provenance
@@ -93,3 +97,30 @@ def serve_env(model_cache: Path, tmp_path: Path, **extra: str) -> dict[str, str]
     env = {k: v for k, v in os.environ.items() if not k.startswith("SDXL_") and k != "GENERATION_AUTH_KEY"}
     env.update(SDXL_CACHE_DIR=str(model_cache), IMAGE_DIR=str(tmp_path / "images"), HF_HUB_OFFLINE="1", **extra)
     return env
+
+
+def kill_and_await(victim: subprocess.Popen[Any], tree: list[psutil.Process], timeout_s: float) -> float:
+    """SIGKILL `victim` (what the OOM killer does: no shutdown at all), then wait for every process of `tree` to be
+    gone; fails naming those left. The seconds they took."""
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(30)
+    killed = time.monotonic()
+    _, alive = psutil.wait_procs(tree, timeout=timeout_s)
+    assert not alive, [(p.pid, p.cmdline()) for p in alive]
+    return time.monotonic() - killed
+
+
+@contextlib.contextmanager
+def reaped(proc: subprocess.Popen[Any]) -> Iterator[list[psutil.Process]]:
+    """A list for the test to fill with `proc`'s process tree. Whatever of `proc` and the tree a failure leaves
+    behind, orphaned, is killed after: not left for the next test or run."""
+    tree: list[psutil.Process] = []
+    try:
+        yield tree
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+        for p in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import psutil
+
+from tests.helpers import kill_and_await, reaped
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,22 +28,10 @@ def test_a_killed_benchmark_leaves_no_server_behind(model_cache: Path, tmp_path:
             time.sleep(600)
     """)
     parent = subprocess.Popen([sys.executable, "-c", bench], cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    tree: list[psutil.Process] = []
-    try:
+    with reaped(parent) as tree:
         assert parent.stdout is not None
         server = psutil.Process(int(parent.stdout.readline()))  # printed once the server is ready
-        tree = [server, *server.children(recursive=True)]
+        tree.extend([server, *server.children(recursive=True)])
         assert any("forkserver" in " ".join(p.cmdline()) for p in tree), [p.cmdline() for p in tree]
-        parent.send_signal(signal.SIGKILL)
-        parent.wait(30)
-        killed = time.monotonic()
-        _, alive = psutil.wait_procs(tree, timeout=30)
-        assert not alive, [(p.pid, p.cmdline()) for p in alive]
-        print(f"{len(tree)} processes, all gone {time.monotonic() - killed:.2f}s after the benchmark's kill")
-    finally:
-        if parent.poll() is None:
-            parent.kill()
-            parent.wait(30)
-        for p in tree:  # what a failure above leaves behind: not for the next test or run
-            with contextlib.suppress(psutil.NoSuchProcess):
-                p.kill()
+        seconds = kill_and_await(parent, tree, timeout_s=30)
+        print(f"{len(tree)} processes, all gone {seconds:.2f}s after the benchmark's kill")

@@ -4,7 +4,6 @@ process's encoding workers and their forkserver do not outlive it."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import signal
 import subprocess
@@ -18,7 +17,7 @@ import httpx
 import psutil
 
 from tests.conftest import free_port
-from tests.helpers import ASYNC, SLOW, decode, serve_env, wait_for, wait_ready
+from tests.helpers import ASYNC, SLOW, decode, kill_and_await, reaped, serve_env, wait_for, wait_ready
 
 CLIENTS = 3
 TERMINAL = {"succeeded", "failed", "cancelled"}
@@ -152,24 +151,12 @@ def test_the_encoding_workers_of_a_killed_server_exit_with_it(model_cache: Path,
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = _serve(model_cache, tmp_path, port)
-    tree: list[psutil.Process] = []
-    try:
+    with reaped(proc) as tree:
         wait_ready(url, proc)
         with httpx.Client(base_url=url, timeout=60) as c:  # an image through the workers, as in service
             assert c.post("/generate", json={"prompt": "x", "seed": 1, "width": 256}).status_code == 200
-        tree = psutil.Process(proc.pid).children(recursive=True)
+        tree.extend(psutil.Process(proc.pid).children(recursive=True))
         forked = [p for p in tree if "forkserver" in " ".join(p.cmdline())]
         assert len(forked) >= 3, [p.cmdline() for p in tree]  # the forkserver and its 2 or more workers
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
-        killed = time.monotonic()
-        _, alive = psutil.wait_procs(tree, timeout=10)
-        assert not alive, [(p.pid, p.cmdline()) for p in alive]
-        print(f"{len(tree)} processes under the server, all gone {time.monotonic() - killed:.2f}s after the kill")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(30)
-        for p in tree:  # what a failure above leaves behind, orphaned: not for the next test or run
-            with contextlib.suppress(psutil.NoSuchProcess):
-                p.kill()
+        seconds = kill_and_await(proc, tree, timeout_s=10)
+        print(f"{len(tree)} processes under the server, all gone {seconds:.2f}s after the kill")
