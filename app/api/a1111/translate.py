@@ -9,6 +9,7 @@ refused: it would silently change the picture's size otherwise.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -42,7 +43,7 @@ def lora_tags(prompt: str) -> tuple[str, list[dict[str, Any]]]:
 def _int(value: float | None, field: str) -> int | None:
     if value is None:
         return None
-    if value != int(value):
+    if not math.isfinite(value) or value != int(value):  # int() of inf or NaN raises: a 500, not a 422
         raise InvalidRequest(f"{field} must be a whole number, got {value:g}", field=field)
     return int(value)
 

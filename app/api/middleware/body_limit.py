@@ -5,13 +5,13 @@ A body without one (chunked transfer) is counted as it streams; the chunk that p
 `BodyTooLarge` from `receive`, which FastAPI re-raises untouched and the error handlers turn into the one JSON
 error shape.
 
-Size alone does not bound what parsing costs: 16 MiB of `[],[],...` is 5.6 million lists, ~430 MB and seconds of
-the event loop in `json.loads` and validation. So a JSON body is also refused (413) once it holds more than
-`MAX_JSON_TOKENS` of the characters that start a value or separate two (`, : [ {`), counted per chunk as it
-streams (~0.15 ms per 64 KiB) and before a byte of it is parsed. They are counted inside strings too (an upper
-bound, no parser state): no field of ours needs many of them — four prompts of 2000 commas are 8000 — and
-base64 image text holds none, so only fields that carry images can be large, and a body that is parsed costs
-about its size.
+Size alone does not bound what parsing costs: 16 MiB of `[],[],...` is 5.6 million lists, ~430 MB and seconds of the
+event loop in `json.loads` and validation. So a body that may be parsed as JSON (any but a form's) is also refused
+(413) once it holds more than `MAX_JSON_TOKENS` of the characters that start a value or separate two (`, : [ {`),
+counted per chunk as it streams (~0.15 ms per 64 KiB) and before a byte of it is parsed. They are counted inside
+strings too (an upper bound, no parser state): no field of ours needs many of them — four prompts of 2000 commas are
+8000 — and base64 image text holds none, so only fields that carry images can be large, and a body that is parsed
+costs about its size.
 """
 
 from __future__ import annotations
@@ -46,10 +46,14 @@ def json_tokens(chunk: bytes) -> int:
     return len(chunk) - len(chunk.translate(None, _TOKENS))
 
 
-def is_json(headers: Headers) -> bool:
-    # Counted without a Content-Type too: the A1111 surface parses such a body as JSON (Dify sends JSON so).
+_FORMS = ("multipart/form-data", "application/x-www-form-urlencoded")
+
+
+def may_be_parsed_as_json(headers: Headers) -> bool:
+    # Whatever the Content-Type says, or without one: the A1111 surface parses every body as JSON (Dify sends JSON
+    # with none). Only a form is not: its file parts are binary, where the counted bytes are ~1.5 % of all.
     content_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    return not content_type or content_type.endswith(("/json", "+json"))
+    return content_type not in _FORMS
 
 
 class BodyLimitMiddleware:
@@ -77,7 +81,7 @@ class BodyLimitMiddleware:
             return
 
         received, tokens = 0, 0
-        count_tokens = is_json(headers)
+        count_tokens = may_be_parsed_as_json(headers)
         started = False
 
         async def counted_receive() -> Message:

@@ -107,6 +107,9 @@ class Inputs:
             try:
                 with Image.open(io.BytesIO(raw), formats=FORMATS) as image:
                     return text_chunks(image)
+            except Image.DecompressionBombError:  # Pillow refuses to open it, though no pixel would be decoded
+                most = 2 * (Image.MAX_IMAGE_PIXELS or 0)  # Pillow's own error threshold
+                raise InvalidRequest(f"{field} has too many pixels; at most {most} can be read", field=field) from None
             except UnidentifiedImageError:
                 raise InvalidRequest(f"{field} must be a PNG, JPEG or WebP image", field=field) from None
             except (OSError, SyntaxError, ValueError):

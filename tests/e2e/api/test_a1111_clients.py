@@ -9,6 +9,8 @@ import base64
 import io
 import json
 import os
+import struct
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +169,28 @@ def test_refusals_name_the_a1111_field(client: httpx.Client, body: dict[str, Any
     a1111_error(client.post("/sdapi/v1/txt2img", json=body), 422, field)
 
 
+@pytest.mark.parametrize("number", ["1e999", "-1e999", "NaN", "Infinity"])
+@pytest.mark.parametrize("field", ["seed", "steps", "batch_size", "n_iter", "width", "height"])
+def test_a_number_with_no_whole_value_names_its_field(client: httpx.Client, field: str, number: str) -> None:
+    """Python's json reads these as floats (inf, nan), which int() cannot take: a 422, not a 500."""
+    body = b'{"prompt": "p", "%s": %s}' % (field.encode(), number.encode())
+    route = "/sdapi/v1/txt2img" if field != "n_iter" else "/sdapi/v1/img2img"
+    payload = body if route.endswith("txt2img") else body[:-1] + b', "init_images": ["%s"]}' % _png(256).encode()
+    error = a1111_error(client.post(route, content=payload, headers={"Content-Type": "application/json"}), 422, field)
+    assert "must be a whole number" in error["detail"], error
+    assert client.get("/health").status_code == 200  # the connection was not dropped
+
+
+def _header_only_png(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height, with no pixel data: tiny, yet too large for Pillow to open."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+    return b"\x89PNG\r\n\x1a\n" + header + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
 def test_errors_are_a1111_shaped_never_500(client: httpx.Client) -> None:
     a1111_error(client.post("/sdapi/v1/txt2img", content=b"{not json"), 422)
     a1111_error(client.post("/sdapi/v1/txt2img", json=[1, 2]), 422)
@@ -175,6 +199,9 @@ def test_errors_are_a1111_shaped_never_500(client: httpx.Client) -> None:
     a1111_error(client.post("/sdapi/v1/img2img", json={"prompt": "p"}), 422, "init_images")
     a1111_error(client.post("/sdapi/v1/img2img", json={"prompt": "p", "init_images": ["%%%"]}), 422, "init_images")
     a1111_error(client.post("/sdapi/v1/png-info", json={"image": base64.b64encode(b"GIF89a").decode()}), 422, "image")
+    bomb = base64.b64encode(_header_only_png(15_000, 15_000)).decode()  # 225 MP: over Pillow's 179 MP
+    error = a1111_error(client.post("/sdapi/v1/png-info", json={"image": bomb}), 422, "image")
+    assert "too many pixels; at most 178956970 can be read" in error["detail"], error
 
 
 def _png(size: int, colour: str = "gray") -> str:

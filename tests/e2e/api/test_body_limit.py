@@ -100,6 +100,10 @@ def test_a_body_of_many_small_values_is_refused_before_parsing(client: httpx.Cli
     # The same count bounds a body sent without a Content-Type (which FastAPI parses as JSON too).
     r = client.post("/generate", content=body, headers={"Content-Type": ""})
     assert_error(r, 413, "payload_too_large")
+    # The A1111 surface parses a body as JSON whatever its Content-Type says: counted whatever it says.
+    for content_type in ("application/json", "text/plain", "application/octet-stream", ""):
+        r = client.post("/sdapi/v1/png-info", content=body, headers={"Content-Type": content_type})
+        assert r.status_code == 413 and "more than 20000 values" in r.json()["detail"], (content_type, r.text[:300])
 
 
 def test_a_large_image_field_is_not_counted_as_values(client: httpx.Client) -> None:
