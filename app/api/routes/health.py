@@ -25,3 +25,11 @@ async def ready(service: ServiceDep) -> ReadyResponse | JSONResponse:
     if service.ready:
         return ReadyResponse(status="ready", model=service.settings.model, device=service.device)
     return render_error("/ready", 503, "not_ready", service.not_ready_reason(), headers=retry_headers(503, None))
+
+
+# Uptime checkers and load balancers probe with HEAD too; FastAPI adds no HEAD to a GET route. The same handler
+# (uvicorn drops the body), kept out of the schema, whose operation ids are unique.
+for _path, _handler, _model in (("/health", health, HealthResponse), ("/ready", ready, ReadyResponse)):
+    router.add_api_route(
+        _path, _handler, methods=["HEAD"], response_model=_model, include_in_schema=False, name=f"{_path[1:]}_head"
+    )

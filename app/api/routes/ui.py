@@ -39,13 +39,13 @@ def _read(name: str) -> bytes:
     return (_ROOM / name).read_bytes()
 
 
-@router.get("/")
+@router.api_route("/", methods=["GET", "HEAD"])  # HEAD as a static file server answers it
 async def root() -> RedirectResponse:
     # Relative, so that behind a proxy prefix /prefix/ leads to /prefix/ui.
     return RedirectResponse(UI_PATH.lstrip("/"), status_code=307)
 
 
-@router.get(UI_PATH)
+@router.api_route(UI_PATH, methods=["GET", "HEAD"])
 async def page() -> Response:
     return Response(_read("index.html"), media_type="text/html; charset=utf-8", headers=_HEADERS)
 
@@ -59,4 +59,4 @@ def _asset_route(name: str, media_type: str) -> Callable[[], Awaitable[Response]
 
 
 for _name, _type in _ASSETS.items():
-    router.add_api_route(ASSETS_PREFIX + _name, _asset_route(_name, _type), methods=["GET"])
+    router.add_api_route(ASSETS_PREFIX + _name, _asset_route(_name, _type), methods=["GET", "HEAD"])

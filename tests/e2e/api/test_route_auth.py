@@ -91,6 +91,10 @@ def test_the_public_list_is_exactly_health_ready_the_docs_and_the_ui(secured: Li
     with secured.client() as c:
         for path in PUBLIC:
             assert c.get(path).status_code == (307 if path == "/" else 200), path  # / redirects to ui
+        for path in PUBLIC - DOCS:  # what monitors and link checkers probe answers HEAD too, with no body
+            r = c.head(path)
+            assert (r.status_code, r.content) == ((307 if path == "/" else 200), b""), path
+            assert int(r.headers["content-length"]) == len(c.get(path).content), path
 
 
 def _raw(url: str, request_target: str, headers: dict[str, str], body: bytes = b"") -> tuple[int, bytes]:
