@@ -90,7 +90,8 @@ class Completion:
 
     def step(self, batch: Batch) -> None:
         for item in batch.items:
-            item.job.steps_done += 1
+            # At most the total: an ensemble's two second-order halves (Heun) may round up to one step more.
+            item.job.steps_done = min(item.job.steps_done + 1, item.job.total_steps)
         for job in batch.jobs:
             job.touch()
 

@@ -23,8 +23,16 @@ def _generator(seed: int) -> Any:
 
 
 def _step_callback(on_step: Callable[[], None]) -> Callable[..., dict[str, Any]]:
-    def callback(_pipe: Any, _step: int, _timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-        on_step()  # may raise to interrupt the call (every job in the batch was cancelled)
+    """`on_step` once per denoising step. diffusers calls back once per scheduler timestep, and a second-order
+    scheduler (Heun, `order` 2) has two per step but the first (2N - 1 for N steps): counted as steps here."""
+    reported = 0
+
+    def callback(pipe: Any, step: int, _timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        nonlocal reported
+        order = getattr(pipe.scheduler, "order", 1)
+        while reported < -(-(step + 1) // order):  # ceil((step + 1) / order)
+            reported += 1
+            on_step()  # may raise to interrupt the call (every job in the batch was cancelled)
         return kwargs
 
     return callback

@@ -42,13 +42,17 @@ def check_work(settings: Settings, items: list[GenerateParams] | list[RefinePara
     """A compute budget per request: one request must not hold the only GPU worker for hours."""
     first = items[0]
     width, height = first.image.size if isinstance(first, RefineParams) else (first.width, first.height)
-    work = width * height * first.steps_run * len(items) / 1e6
+    scheduler = None if isinstance(first, RefineParams) else first.setup.scheduler
+    evaluations = samplers.EVALUATIONS_PER_STEP.get(scheduler or "", 1)
+    work = width * height * first.steps_run * evaluations * len(items) / 1e6
     limit = settings.max_work_mpx_steps
     if work > limit:
         images = "" if isinstance(first, RefineParams) else f" x {len(items)} images"
+        per_step = f" x {evaluations} ({scheduler} evaluates the model {evaluations} times a step)" * (evaluations > 1)
         raise InvalidRequest(
             f"width x height x denoising steps x images must be at most {limit:g} megapixel-steps "
-            f"(SDXL_MAX_WORK_MPX_STEPS), got {width}x{height} x {first.steps_run} steps{images} = {work:.0f}; "
+            f"(SDXL_MAX_WORK_MPX_STEPS), got {width}x{height} x {first.steps_run} steps{per_step}{images} = "
+            f"{work:.0f}; "
             "ask for fewer images, steps or pixels",
             field="num_inference_steps",
             details=[

@@ -30,6 +30,8 @@ SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
     # 2-8 steps, guidance 1-2 or off (params.py holds the rule).
     "lcm": ("LCMScheduler", {}),  # LCM
 }
+# Model evaluations per denoising step, where not 1: Heun evaluates the UNet twice a step (2N - 1 for N steps).
+EVALUATIONS_PER_STEP = {"heun": 2}
 LCM_MAX_GUIDANCE = 2.0
 LCM_MAX_STEPS = 50  # LCMScheduler's original_inference_steps: it refuses more
 _LABELS = {

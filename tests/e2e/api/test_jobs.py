@@ -49,6 +49,20 @@ def test_refine_can_run_async(client: httpx.Client) -> None:
     assert done["progress"]["step"] == done["progress"]["total"] == 3  # int(10 * 0.3)
 
 
+def test_a_second_order_scheduler_counts_steps_not_evaluations(client: httpx.Client) -> None:
+    """Heun calls diffusers' step callback 2N - 1 times for N steps: progress still ends at exactly N per image."""
+    body = {"prompt": "x", "num_inference_steps": 4, "num_images": 2, "scheduler": "heun"}
+    job_id = client.post("/generate", json=body, headers=ASYNC).json()["id"]
+    with client.stream("GET", f"/jobs/{job_id}/events") as stream:
+        events = [json.loads(line[6:]) for line in stream.iter_lines() if line.startswith("data: ")]
+    steps = [e["progress"]["step"] for e in events]
+    assert all(e["progress"]["total"] == 8 for e in events) and steps == sorted(steps) and steps[-1] == 8, events
+    image_id = events[-1]["images"][0]["id"]
+    edit = {"prompt": "y", "image_id": image_id, "strength": 0.5, "num_inference_steps": 6, "scheduler": "heun"}
+    done = wait_for(client, client.post("/img2img", json=edit, headers=ASYNC).json()["id"], {"succeeded", "failed"})
+    assert done["status"] == "succeeded" and done["progress"] == {"step": 3, "total": 3}, done  # int(6 * 0.5)
+
+
 def test_events_stream_until_the_job_ends(client: httpx.Client) -> None:
     job_id = client.post("/generate", json={"prompt": "x", "num_inference_steps": 6}, headers=ASYNC).json()["id"]
     events = []

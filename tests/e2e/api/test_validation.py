@@ -143,6 +143,11 @@ def test_one_request_cannot_ask_for_hours_of_work(client: httpx.Client) -> None:
     big = {"prompt": "x", "width": 2048, "height": 2048, "num_inference_steps": 100, "num_images": 8}
     message = assert_error(client.post("/generate", json=big), 422, "invalid_request", "num_inference_steps")["message"]
     assert "at most 256 megapixel-steps" in message and "2048x2048 x 100 steps x 8 images = 3355" in message
+    # Heun evaluates the UNet twice a step: 210 megapixel-steps with any other scheduler, 419 with it.
+    heun = {"prompt": "x", "width": 1024, "height": 1024, "num_inference_steps": 100, "num_images": 2}
+    r = client.post("/generate", json={**heun, "scheduler": "heun"})
+    message = assert_error(r, 422, "invalid_request", "num_inference_steps")["message"]
+    assert "1024x1024 x 100 steps x 2 (heun evaluates the model 2 times a step) x 2 images = 419" in message
 
 
 @pytest.mark.parametrize(
