@@ -117,11 +117,21 @@ def _iso(at: float) -> str:
 
 
 async def follow_local(job: Job, view: Callable[[Job], View]) -> AsyncIterator[View | None]:
-    """This replica's job: its view now, then after each change, None as a keep-alive, until it ends."""
+    """This replica's job: its view now, then after each change, None as a keep-alive, until its final view.
+
+    The job may change, and end, while the consumer is still sending the last view (a client reading slowly):
+    so the next view is compared before waiting, and the loop ends on the last view sent, not on the job's status.
+    """
     last = view(job)
     yield last
-    while not job.status.terminal:
-        await job.changed(timeout=KEEPALIVE_S)
+    while True:
         current = view(job)
-        yield None if current == last else current
-        last = current
+        if current != last:
+            yield current
+            last = current
+        elif job.status.terminal:
+            return
+        else:
+            await job.changed(timeout=KEEPALIVE_S)
+            if view(job) == last:
+                yield None

@@ -3,10 +3,12 @@ instance is gone, and records from before leases neither crash nor read queued f
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+from app.engine.jobs.job import Job, JobStatus
 from app.engine.jobs.leases import Lease
-from app.engine.jobs.records import LEGACY_AGE_S, settle
+from app.engine.jobs.records import LEGACY_AGE_S, follow_local, settle
 from app.storage.ids import new_id
 
 NOW = 1_800_000_000.0  # 2027-01-15T08:00:00Z
@@ -66,3 +68,32 @@ def test_records_from_before_leases_read_as_recorded_until_an_hour_old() -> None
     assert view["status"] == "failed" and view["error"]["type"] == "replica_lost" and view["replica"] is None
     done = {**old, "status": "succeeded"}
     assert settle(done, None, None, NOW) == {**done, "replica": None}
+
+
+async def test_a_local_stream_ends_on_the_final_view_when_its_consumer_is_slow() -> None:
+    """A client reading slower than the job changes: the job ends while the stream is still sending an earlier
+    view. The stream must still send the final one (it used to stop at the job's status, without it)."""
+    job = Job(kind="generate", model="tiny", items=[object()], batch_key=None, pixels=1, steps=3)
+
+    def view(j: Job) -> dict[str, Any]:
+        return {"status": j.status.value, "step": j.steps_done}
+
+    async def owner() -> None:
+        await asyncio.sleep(0.02)
+        job.status = JobStatus.RUNNING
+        job.touch()
+        for _ in range(3):
+            await asyncio.sleep(0.02)
+            job.steps_done += 1
+            job.touch()
+        job.finish(JobStatus.SUCCEEDED)
+
+    running = asyncio.create_task(owner())
+    sent = []
+    async for current in follow_local(job, view):
+        if current is not None:
+            sent.append(current)
+        await asyncio.sleep(0.05)  # the send waiting for the client to read
+    await running
+    assert sent[-1] == {"status": "succeeded", "step": 3}, sent
+    assert sent[0] == {"status": "queued", "step": 0}
