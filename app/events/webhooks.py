@@ -35,7 +35,7 @@ RESERVED = {"event", "id", "timestamp", "node_info", "image"}
 class DeliveryPolicy:
     max_attempts: int = 5  # waits between attempts: 0.2, 0.4, 0.8, 1.6 s
     base_delay_s: float = 0.2
-    timeout_s: float = 5.0  # per request
+    timeout_s: float = 5.0  # per attempt, from connecting to the whole answer
     queue_size: int = 128  # per event type; beyond: dropped with a warning
     workers_per_event: int = 2
     close_timeout_s: float = 5.0  # how long shutdown waits for queued deliveries
@@ -207,9 +207,14 @@ class WebhookSink:
             headers["X-Sdxl-Timestamp"] = timestamp
             headers["X-Sdxl-Signature"] = "sha256=" + _sign(self._secret, timestamp, body)
         try:
-            response = await self._client.post(url, content=body, headers=headers)
+            # httpx's timeout bounds each read and write, not the request: a receiver trickling a byte a second
+            # would hold its lane for ever. So the whole attempt has the deadline too.
+            async with asyncio.timeout(self.policy.timeout_s):
+                response = await self._client.post(url, content=body, headers=headers)
         except httpx.HTTPError as exc:
             return type(exc).__name__, True
+        except TimeoutError:
+            return f"no whole answer within {self.policy.timeout_s:g}s", True
         status = response.status_code
         if response.is_success:
             return None

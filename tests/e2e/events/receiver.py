@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -23,8 +24,10 @@ class Received:
 
 
 class Receiver:
-    def __init__(self, fail_first: int = 0, fail_status: int = 500, delay_s: float = 0.0):
-        self.fail_first, self.fail_status, self.delay_s = fail_first, fail_status, delay_s
+    def __init__(self, fail_first: int = 0, fail_status: int = 500, delay_s: float = 0.0, trickle_s: float = 0.0):
+        """trickle_s: answer at once, then send the body one byte every trickle_s (each read is quick, the answer
+        never whole)."""
+        self.fail_first, self.fail_status, self.delay_s, self.trickle_s = fail_first, fail_status, delay_s, trickle_s
         self.requests: list[Received] = []
         self.release = threading.Event()  # set: stop delaying (so teardown does not wait out the delays)
         self._lock = threading.Lock()
@@ -40,6 +43,14 @@ class Receiver:
                 if receiver.delay_s:
                     receiver.release.wait(receiver.delay_s)
                 self.send_response(status)
+                if receiver.trickle_s:
+                    self.send_header("Content-Length", "1000")
+                    self.end_headers()
+                    with contextlib.suppress(OSError):  # the sender hung up
+                        while not receiver.release.wait(receiver.trickle_s):
+                            self.wfile.write(b"x")
+                            self.wfile.flush()
+                    return
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 

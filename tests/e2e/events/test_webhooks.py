@@ -152,6 +152,25 @@ async def test_a_4xx_answer_is_not_retried(tmp_path: Path) -> None:
     assert [r.status for r in receiver.requests] == [404]
 
 
+async def test_a_trickling_receiver_is_cut_off_at_the_deadline_of_each_attempt(tmp_path: Path) -> None:
+    """A byte every 0.1 s keeps every read within httpx's timeout; each attempt still ends at timeout_s, and the
+    next deliveries get their turn."""
+    receiver = Receiver(trickle_s=0.1)
+    try:
+        sink = _sink(receiver.url("/g"), tmp_path, timeout_s=0.5, max_attempts=2, base_delay_s=0.05)
+        await sink.start()
+        started = time.monotonic()
+        sink.emit("image.generated", {"seed": 1})
+        sink.emit("image.generated", {"seed": 2})
+        await _until(lambda: len(receiver.requests) == 4)
+        elapsed = time.monotonic() - started
+        await sink.close()
+    finally:
+        receiver.stop()
+    assert sorted(r.json()["seed"] for r in receiver.requests) == [1, 1, 2, 2]  # two attempts each
+    assert elapsed < 4 * 0.5 + 1.5, elapsed  # four attempts of 0.5 s, the backoffs and some slack
+
+
 async def test_close_gives_up_on_an_unreachable_receiver_within_its_bound(tmp_path: Path) -> None:
     sink = _sink(f"http://127.0.0.1:{free_port()}/", tmp_path, max_attempts=1000, base_delay_s=0.05, close_timeout_s=1)
     await sink.start()
