@@ -60,17 +60,20 @@ class Completion:
         metrics: Metrics,
         *,
         finish: Finish,
+        save: Callable[[Job], None],
+        drop: Callable[[Job], object],
         spawn: Callable[[Awaitable[Any]], None],
         queue_depth: Callable[[], int],
         free_memory: Callable[[], None],
         download_path: Callable[[str], str],
     ):
         self.settings, self.store, self.encoder, self.events, self.metrics = settings, store, encoder, events, metrics
-        self._finish, self._spawn, self._queue_depth = finish, spawn, queue_depth
-        self._free_memory, self._download_path = free_memory, download_path
+        self._finish, self._save, self._spawn, self._queue_depth = finish, save, spawn, queue_depth
+        self._drop, self._free_memory, self._download_path = drop, free_memory, download_path
         self.failures_in_a_row = 0
         self._storing: dict[Job, int] = {}  # images of a job being encoded and stored right now
-        self._store_failed: dict[Job, tuple[JobStatus, JobFailure]] = {}  # the first failed write, until settled
+        # How a job whose images are still being stored will end: its first failed write, or a failed later call.
+        self._store_failed: dict[Job, tuple[JobStatus, JobFailure]] = {}
 
     def started(self, batch: Batch) -> None:
         now = time.time()
@@ -124,7 +127,13 @@ class Completion:
             self.failures_in_a_row += 1
             logger.warning("pipeline call failed (%s in a row): %s: %s", self.failures_in_a_row, error.type, exc)
         for job in batch.jobs:
-            self._finish(job, status, error)
+            if job in self._storing:
+                # Its images of an earlier call are still being stored: it ends once they are (_settle), so that
+                # the error names them. Meanwhile nothing more of it may run.
+                self._drop(job)
+                self._store_failed.setdefault(job, (status, error))
+            else:
+                self._finish(job, status, error)
 
     async def disown(self, job: Job) -> bool:
         """Its synchronous caller went away, so nobody will learn the ids of its images: remove those stored, and
@@ -159,6 +168,8 @@ class Completion:
                 await self._remove(stored.record.id)
             else:
                 self._add(job, stored)
+                if job.status.terminal:  # it ended (cancelled, a later call failed) while this image was stored:
+                    self._save(job)  # its record, already written, must list it too
         finally:
             self._storing[job] -= 1
             if not self._storing[job]:
@@ -187,10 +198,6 @@ class Completion:
             return
         if failure is not None:
             status, error = failure
-            if job.images:
-                ids = ", ".join(r.id for r in job.images)
-                done = f"{len(job.images)} of {len(job.items)} images had been stored: {ids}"
-                error = JobFailure(error.type, f"{error.message}; {done}", error.retry_after)
             self._finish(job, status, error)
         elif len(job.images) == len(job.items):
             self._finish(job, JobStatus.SUCCEEDED, None)

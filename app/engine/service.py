@@ -107,6 +107,8 @@ class ImageService:
             self.events,
             self.metrics,
             finish=self._finish,
+            save=lambda job: self._spawn(self.records.save(job)),
+            drop=lambda job: self.scheduler.remove(job),
             spawn=self._spawn,
             queue_depth=lambda: self.scheduler.depth,
             free_memory=lambda: self._spawn(self.scheduler.call(free_memory)),
@@ -486,8 +488,9 @@ class ImageService:
         return await self.lookup.watch(job_id)
 
     def _finish(self, job: Job, status: JobStatus, error: JobFailure | None = None) -> None:
-        if not job.finish(status, error):
+        if not job.finish(status, error if error is None else job.naming_stored(error)):
             return
+        self.scheduler.remove(job)  # its images still queued (a call of it failed): nobody wants them now
         self.scheduler.job_finished(job)
         self._spawn(self.records.save(job))
         if error is not None:

@@ -63,6 +63,8 @@ def test_queue_time_is_read_at_the_owners_take() -> None:
         unused,
         metrics,
         finish=unused,
+        save=unused,
+        drop=unused,
         spawn=unused,
         queue_depth=lambda: 0,
         free_memory=unused,

@@ -110,6 +110,15 @@ class Job:
         self.touch()
         return True
 
+    def naming_stored(self, error: JobFailure) -> JobFailure:
+        """`error`, saying which of the job's images were stored: a synchronous caller learns their ids only from
+        it (a later call failed, the disk filled, a cancel or shutdown came between calls), or never finds them."""
+        if not self.images:
+            return error
+        ids = ", ".join(r.id for r in self.images)
+        done = f"{len(self.images)} of {len(self.items)} images had been stored: {ids}"
+        return JobFailure(error.type, f"{error.message}; {done}", error.retry_after)
+
     def snapshot(self, position: int | None) -> dict[str, Any]:
         return {
             "id": self.id,

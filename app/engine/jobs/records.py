@@ -29,6 +29,7 @@ KEEPALIVE_S = 15.0  # proxies close streams that stay silent longer
 # Records written before leases name no instance. Whatever wrote one still unfinished this long ago is gone:
 # every replica since runs this version (a rolling upgrade takes minutes), and no job runs for an hour.
 LEGACY_AGE_S = 3600.0
+SAVE_ATTEMPTS, SAVE_RETRY_S = 5, 0.5  # a failed record write is retried after 0.5, 1, 2 and 4 s
 
 View = dict[str, Any]
 
@@ -44,7 +45,7 @@ def terminal(view: View) -> bool:
 class JobRecords:
     def __init__(self, store: ImageStore, replica: str):
         self.store, self.replica = store, replica
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}  # job id -> its writes' lock, and how many use it
 
     def view(self, job: Job, position: int | None) -> View:
         """This replica's own job: alive, since this process answers for it (not asked once it ended, as elsewhere)."""
@@ -52,21 +53,35 @@ class JobRecords:
         return {**job.snapshot(position), "replica": {"id": self.replica, "instance": job.instance, "alive": alive}}
 
     async def save(self, job: Job) -> None:
-        """Write the job's state. A failed write is logged, never raised: the job itself is unaffected."""
+        """Write the job's state. A failed write is logged, never raised: the job itself is unaffected.
+
+        A store error (full, unreachable) is retried, each attempt with the job's state then: an ended job whose
+        last write was lost would read "queued" to every other replica, and here once it is forgotten, while its
+        instance lives."""
         # One write per job at a time, each taking the snapshot when its turn comes: a slow "accepted" write
         # can then never land after the "ended" one and leave the record saying "queued" for good.
-        lock = self._locks.setdefault(job.id, asyncio.Lock())
+        lock, users = self._locks.get(job.id, (asyncio.Lock(), 0))
+        self._locks[job.id] = (lock, users + 1)
         try:
             async with lock:
-                record = {**job.snapshot(None), "replica": {"id": self.replica, "instance": job.instance}}
-                await self.store.put_record(_name(job.id), json.dumps(record).encode())
-        except ServiceError as exc:
-            logger.warning("could not save the record of job %s: %s", job.id, exc.message)
+                for attempt in range(1, SAVE_ATTEMPTS + 1):
+                    record = {**job.snapshot(None), "replica": {"id": self.replica, "instance": job.instance}}
+                    try:
+                        await self.store.put_record(_name(job.id), json.dumps(record).encode())
+                        return
+                    except ServiceError as exc:
+                        why = exc.message
+                        logger.warning("could not save the record of job %s (try %d): %s", job.id, attempt, why)
+                    if attempt < SAVE_ATTEMPTS:
+                        await asyncio.sleep(SAVE_RETRY_S * 2 ** (attempt - 1))
         except Exception:
             logger.exception("could not save the record of job %s", job.id)
         finally:
-            if job.status.terminal:
-                self._locks.pop(job.id, None)
+            lock, users = self._locks[job.id]
+            if users > 1:
+                self._locks[job.id] = (lock, users - 1)
+            else:  # the last writer of this job for now: a later save (a late image) starts a new lock
+                del self._locks[job.id]
 
     async def load(self, job_id: str) -> View | None:
         data = await self.store.get_record(_name(job_id))
