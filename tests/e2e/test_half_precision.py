@@ -60,6 +60,28 @@ def _model_bytes(client: httpx.Client, name: str = "tiny") -> int:
     return int(entry["bytes"])
 
 
+def _pixels(response: httpx.Response, client: httpx.Client) -> bytes:
+    assert response.status_code == 200, response.text
+    png = client.get(f"/download/{response.json()['id']}").content
+    return Image.open(io.BytesIO(png)).tobytes()
+
+
+def test_a_lora_leaves_no_trace_in_later_requests(half: Any) -> None:
+    """On tiny-b, which no other test here gives a LoRA. PEFT turned `requires_grad` off on every base weight when it
+    loaded the first LoRA, and CPU half-precision `linear` takes another kernel for such a weight: every later request
+    without a LoRA gave other pixels (a third of them, by up to 2 levels) than before it."""
+    live, _ = half
+    with httpx.Client(base_url=live.url, timeout=300) as client:
+        plain = {"prompt": "a red barn", "model": "tiny-b", **STEPS}
+        before = _pixels(client.post("/generate", json=plain), client)
+        pipe = live.service.runner.cache.slots["tiny-b"].pipe
+        modules = [m for m in pipe.components.values() if isinstance(m, torch.nn.Module)]
+        assert not any(p.requires_grad for m in modules for p in m.parameters())  # switched off at load, once
+        lora = {**plain, "loras": [{"name": "tiny-lora", "scale": 0.8}]}
+        assert _pixels(client.post("/generate", json=lora), client) != before  # the LoRA does change the image
+        assert _pixels(client.post("/generate", json=plain), client) == before
+
+
 def test_every_kind_of_call_keeps_the_shared_modules_in_their_dtype(half: Any) -> None:
     live, dtype = half
     with httpx.Client(base_url=live.url, timeout=300) as client:

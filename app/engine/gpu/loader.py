@@ -170,6 +170,7 @@ def _load(
         raise load_error(f"could not load the {role} {name!r}", exc, hint) from exc
     if hasattr(loaded, "set_progress_bar_config"):
         loaded.set_progress_bar_config(disable=True)
+    _inference_only(loaded)
     logger.info(
         "loaded %s %r on %s/%s in %.2fs",
         role,
@@ -179,6 +180,18 @@ def _load(
         time.perf_counter() - started,
     )
     return loaded
+
+
+def _inference_only(loaded: Any) -> None:
+    """No gradients in a server, and switched off here, once, not by the first LoRA: PEFT turns `requires_grad` off
+    on every base weight when it loads one, and CPU float16 `linear` takes another kernel for such a weight, so
+    every later request without a LoRA gave other images (by up to 2 levels) than before the first one with it."""
+    import torch
+
+    modules = loaded.components.values() if hasattr(loaded, "components") else [loaded]
+    for module in modules:
+        if isinstance(module, torch.nn.Module):
+            module.requires_grad_(False)
 
 
 def load_model(
