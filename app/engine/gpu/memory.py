@@ -10,7 +10,8 @@ activations are freed before the VAE decodes):
 - denoising: the UNet's live activations, proportional to output pixels x rows (images, twice with guidance, since
   classifier-free guidance runs the conditional and the unconditional row) x bytes per element;
 - decoding: the VAE's live activations, proportional to the pixels decoded at once x bytes per element, in float32
-  when the VAE must be upcast (`force_upcast`, true for SDXL's stock VAE). Slicing decodes one image at a time;
+  when the VAE must be upcast (`force_upcast`, true for SDXL's stock VAE, in float16 only: diffusers decodes a
+  bfloat16 VAE as it is). Slicing decodes one image at a time;
   tiling decodes one tile at a time, so neither batch nor size then raise the decode peak.
 """
 
@@ -84,8 +85,11 @@ class Memory:
     mode: str  # RESIDENT: base and refiner both stay on the device; SWAP: their UNets take turns
     dtype_bytes: int
     base_bytes: int  # the default model's weights as loaded (its VAE and text encoders included)
-    upcast_vae: bool  # the default model's VAE decodes in float32 (force_upcast in half precision)
+    upcast_vae: bool  # the default model's VAE decodes in float32 (force_upcast in float16)
     reason: str = ""  # why this mode, for the log and /models
+    # The weights are float16, the one dtype in which diffusers upcasts a force_upcast VAE to decode (its check is
+    # `vae.dtype == torch.float16`; bfloat16 has float32's range).
+    float16: bool = False
 
 
 @dataclass(frozen=True)

@@ -77,7 +77,8 @@ class Runner:
             lambda e: loader.load_controlnet(e, settings, placement, self._local_only), keep=2
         )
         self.refiner: Any = None
-        self.memory = Memory(None, memory.RESIDENT, memory.DTYPE_BYTES[placement.dtype_name], 0, False)
+        float16 = placement.dtype_name == "float16"
+        self.memory = Memory(None, memory.RESIDENT, memory.DTYPE_BYTES[placement.dtype_name], 0, False, float16=float16)
         self.parking = residency.Parking(placement.device)
         self._refiner_bytes = 0  # its own UNet: the encoder and VAE are the base's
 
@@ -104,12 +105,12 @@ class Runner:
         budget = residency.measure_budget(self.settings.gpu_memory_gb, self.placement.device)
         slot = self.cache.get(self.registry.default)
         b = self.memory.dtype_bytes
-        upcast = bool(getattr(slot.pipe.vae.config, "force_upcast", False)) and b < 4
+        upcast = bool(getattr(slot.pipe.vae.config, "force_upcast", False)) and self.memory.float16
         d = slot.entry.defaults
         call = Call(d.size, d.size, 1, d.guidance > 1, b, upcast)
         fp = memory.FOOTPRINTS[slot.entry.family]
         mode, reason = residency.choose_mode(self.settings.memory_mode, budget, slot.bytes or 0, fp, call)
-        self.memory = Memory(budget, mode, b, slot.bytes or 0, upcast, reason)
+        self.memory = Memory(budget, mode, b, slot.bytes or 0, upcast, reason, self.memory.float16)
         logger.info("memory mode %s: %s", mode, reason)
         return self.memory
 

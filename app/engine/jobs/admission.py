@@ -43,7 +43,7 @@ def call_of(mem: Memory, p: GenerateParams | RefineParams, images: int = 1, upca
         (width, height), refiner = p.image.size, True
     else:
         (width, height), refiner = (p.width, p.height), p.high_noise_frac is not None
-    upcast = (mem.upcast_vae if upcast is None else upcast) and mem.dtype_bytes < 4
+    upcast = mem.upcast_vae if upcast is None else upcast and mem.float16
     return Call(width, height, images, p.guidance > 1, mem.dtype_bytes, upcast, refiner)
 
 

@@ -16,6 +16,8 @@ import torch
 from app.engine.gpu import memory
 from app.engine.gpu.memory import Call, Decode, GiB
 from app.engine.gpu.residency import choose_mode, set_decode
+from app.engine.jobs import admission
+from app.engine.jobs.items import GenerateParams, Setup
 from app.engine.models.tiny.build import ensure_tiny_models
 from tests.sdxl_meta import (
     PARAMS,
@@ -33,6 +35,20 @@ FP16 = 2
 
 def _call(side: int = 1024, images: int = 1, upcast: bool = True) -> Call:
     return Call(side, side, images, True, FP16, upcast)
+
+
+def test_only_float16_decodes_a_force_upcast_vae_in_float32() -> None:
+    """diffusers upcasts a force_upcast VAE (SDXL's stock one) to decode only when it is float16 (its check is
+    `vae.dtype == torch.float16`): in bfloat16 the decode stays bfloat16, and counting it as float32 doubled its
+    estimate (3.0 instead of 1.5 GiB at 1024²), which chose SWAP or tiling where a card had room."""
+    item = GenerateParams("p", None, None, None, 1024, 1024, 30, 5.0, 1, Setup("sdxl"))
+    fp16 = memory.Memory(None, memory.RESIDENT, FP16, 0, upcast_vae=True, float16=True)
+    bf16 = memory.Memory(None, memory.RESIDENT, FP16, 0, upcast_vae=False, float16=False)
+    assert admission.call_of(fp16, item).upcast_vae and admission.call_of(fp16, item, upcast=True).upcast_vae
+    assert not admission.call_of(bf16, item, upcast=True).upcast_vae  # a per-request force_upcast VAE in bf16
+    decode = Decode(sliced=True, tiled=False)
+    upcast, kept = (memory.decode_bytes(SDXL, admission.call_of(m, item, upcast=True), decode) for m in (fp16, bf16))
+    assert upcast == pytest.approx(2 * kept, rel=0.01) and 1.25 * GiB < kept < 1.75 * GiB
 
 
 def test_sdxl_weights_in_fp16_match_the_published_sizes() -> None:
