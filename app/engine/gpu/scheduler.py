@@ -247,6 +247,12 @@ class Scheduler:
             chosen = self._gather(head)
             if self._closed:  # closed while gathering: close() handed the queued jobs (the head's too) back
                 return None
+            # The lock is released while gathering: expire() and remove() may have taken images out meanwhile
+            # (a job answered queue_timeout or cancelled), the head's too. Those must never run.
+            queued = {id(item) for item in self._pending}
+            chosen = [item for item in chosen if id(item) in queued]
+            if not chosen:
+                return None
         self._pending = deque(batching.after_call(self._pending, chosen))
         return Batch(chosen)
 

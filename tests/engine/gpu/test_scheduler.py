@@ -144,6 +144,38 @@ def test_close_while_gathering_runs_nothing_it_handed_back() -> None:
     assert runs == [2], runs
 
 
+@pytest.mark.parametrize("taken_out", ["expired", "cancelled"])
+def test_a_head_taken_out_while_the_owner_gathers_never_runs(taken_out: str) -> None:
+    """As close() above, for one job: it waited past the queue timeout (expire() hands it back and the service
+    answers it queue_timeout) or was cancelled (remove()) while the owner waited for its companions."""
+
+    async def main() -> tuple[list[Job], list[list[Job]], Job]:
+        runs: list[list[Job]] = []
+
+        def run(batch: Batch, on_step: Any) -> list[Any]:
+            runs.append([item.job for item in batch.items])
+            return [None] * len(batch.items)
+
+        scheduler = _scheduler(run, lambda batch, results: None, window_s=1.0)
+        scheduler.start()
+        try:
+            scheduler.submit(_job(2))  # its 2 images are being delivered: the owner will wait for them
+            while not runs:
+                await asyncio.sleep(0.01)
+            head = _job()
+            scheduler.submit(head)
+            await asyncio.sleep(0.2)  # the owner is gathering for `head`
+            gone = scheduler.expire(0.1) if taken_out == "expired" else [head] * scheduler.remove(head)
+            await asyncio.sleep(1.2)  # past the window
+            return gone, runs, head
+        finally:
+            await asyncio.to_thread(scheduler.stop, 5)
+
+    gone, runs, head = asyncio.run(main())
+    assert gone == [head]
+    assert len(runs) == 1 and head not in runs[0], runs
+
+
 def test_a_jobs_queue_time_ends_when_the_owner_takes_it_not_when_the_loop_hears() -> None:
     """The event loop can hear of a start late (here it is blocked for 0.3 s; in the service, a GIL switch interval
     while the owner runs Python), and the job's queue_ms must not count that."""
