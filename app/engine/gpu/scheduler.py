@@ -314,6 +314,11 @@ class Scheduler:
             images = self._runner(batch, on_step)
             self._last_batch_s = time.perf_counter() - batch.started
         except BaseException as exc:  # every failure is handed to the service, which decides what it means
+            # Every job of a failed call fails as a whole: its images still queued go now, before this thread
+            # takes its next batch (the loop hears of the failure later, when one of them may be running).
+            failed = {id(job) for job in batch.jobs}
+            with self._cv:
+                self._pending = deque(item for item in self._pending if id(item.job) not in failed)
             self._to_loop(self._on_error, batch, exc)
             return
         self._to_loop(self._on_done, batch, images)
