@@ -21,6 +21,7 @@ from app.engine.gpu.runner import Rendered
 from app.engine.gpu.scheduler import Batch, Interrupted
 from app.engine.images import output
 from app.engine.images.encoder import Encoder
+from app.engine.jobs.items import released
 from app.engine.jobs.job import ImageRecord, Job, JobFailure, JobStatus
 from app.engine.metrics import Metrics
 from app.errors import ServiceError, is_out_of_memory
@@ -175,6 +176,12 @@ class Completion:
             if not self._storing[job]:
                 del self._storing[job]
         self._settle(job)
+        self.release_if_done(job)
+
+    def release_if_done(self, job: Job) -> None:
+        """An ended job none of whose images is still being stored keeps its parameters, not its decoded images."""
+        if job.status.terminal and job not in self._storing:
+            job.items = [released(p) for p in job.items]
 
     def _add(self, job: Job, stored: output.Stored) -> None:
         record = stored.record

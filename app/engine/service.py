@@ -492,6 +492,7 @@ class ImageService:
             return
         self.scheduler.remove(job)  # its images still queued (a call of it failed): nobody wants them now
         self.scheduler.job_finished(job)
+        self.completion.release_if_done(job)
         self._spawn(self.records.save(job))
         if error is not None:
             self.metrics.failures.labels(error.type).inc()

@@ -40,7 +40,7 @@ def resident(mem: Memory, registry: Registry, fp: Footprint, p: GenerateParams |
 def call_of(mem: Memory, p: GenerateParams | RefineParams, images: int = 1, upcast: bool | None = None) -> Call:
     """What the memory model needs of a call; `upcast`: its VAE's force_upcast (None: the default model's)."""
     if isinstance(p, RefineParams):
-        (width, height), refiner = p.image.size, True
+        (width, height), refiner = p.size, True
     else:
         (width, height), refiner = (p.width, p.height), p.high_noise_frac is not None
     upcast = mem.upcast_vae if upcast is None else upcast and mem.float16

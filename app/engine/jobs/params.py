@@ -41,7 +41,7 @@ def check_size(settings: Settings, width: int, height: int) -> None:
 def check_work(settings: Settings, items: list[GenerateParams] | list[RefineParams]) -> None:
     """A compute budget per request: one request must not hold the only GPU worker for hours."""
     first = items[0]
-    width, height = first.image.size if isinstance(first, RefineParams) else (first.width, first.height)
+    width, height = first.size if isinstance(first, RefineParams) else (first.width, first.height)
     scheduler = None if isinstance(first, RefineParams) else first.setup.scheduler
     evaluations = samplers.EVALUATIONS_PER_STEP.get(scheduler or "", 1)
     work = width * height * first.steps_run * evaluations * len(items) / 1e6

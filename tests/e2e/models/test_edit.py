@@ -116,3 +116,19 @@ def test_views_never_run_diffusers_own_watermarker(server: LiveServer) -> None:
     ):
         params = GenerateParams("p", None, None, None, 256, 256, 2, 5.0, 1, Setup("tiny"), **fields)
         assert runner._pipeline_for(slot, params).watermark is None, fields
+
+
+def test_an_ended_job_keeps_its_parameters_not_its_decoded_images(server: LiveServer, client: httpx.Client) -> None:
+    """Ended jobs stay readable for job_ttl_s, up to 10,000 of them: their input images (12 MiB each at 2048²) go."""
+    source = client.post("/generate", json={"prompt": "a field", "seed": 1, "num_inference_steps": 2}).json()
+    mask = _b64(Image.new("L", (256, 256), 255))
+    done = [
+        _edit(client, "/inpaint", image_id=source["id"], mask=mask).json(),
+        client.post("/refine", json={"id": source["id"], "prompt": "y", "num_inference_steps": 4}).json(),
+    ]
+    for answer in done:
+        assert "job_id" in answer, answer
+        (item,) = server.service.jobs.get(answer["job_id"]).items
+        assert item.image is None and getattr(item, "mask", None) is None, item
+        assert item.seed == answer["seed"]  # what readers of an ended job use is still there
+    assert server.service.jobs.get(done[1]["job_id"]).items[0].size == (256, 256)  # the refine source's size
