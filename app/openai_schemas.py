@@ -94,7 +94,9 @@ class OpenAIOptions(BaseModel):
 
 
 class OpenAIImageRequest(OpenAIOptions):
-    model_config = ConfigDict(json_schema_extra={"examples": [examples.OPENAI_GENERATE]})
+    # A JSON body: numbers are JSON numbers, as on /generate and OpenAI's own API ("n": "2" or true is refused,
+    # not read as 2 or 1). The edits' multipart form stays lax: every form field arrives as text.
+    model_config = ConfigDict(json_schema_extra={"examples": [examples.OPENAI_GENERATE]}, strict=True)
 
 
 class OpenAIEditRequest(OpenAIOptions):

@@ -131,6 +131,8 @@ def _message(err: dict[str, Any], schema: dict[str, Any] | None, content_type: s
         sent = f"Content-Type: {content_type}" if content_type else "no Content-Type header"
         return f"must be a JSON object sent with the header Content-Type: application/json (the request had {sent})"
     text = rule(schema) if schema is not None and type_ in _BOUNDS | _LENGTHS | _TYPES else None
+    if text is None and schema is not None and type_ in _TYPES and schema.get("type") in ("integer", "number"):
+        text = "an integer" if schema["type"] == "integer" else "a number"  # a number with no bounds
     if text is None:
         text = str(err.get("msg", "invalid value"))
     elif type_ in _TYPES and type_ != "string_type":

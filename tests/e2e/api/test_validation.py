@@ -219,3 +219,15 @@ def test_the_openai_and_a1111_surfaces_state_the_whole_rule_too(
     assert r.status_code == 422, r.text
     said = r.json()["error"]["message"] if path.startswith("/v1/") else r.json()["detail"]
     assert said == message
+
+
+@pytest.mark.parametrize(("field", "value"), [("n", True), ("n", "2"), ("n", 1.0), ("seed", "5"), ("steps", "2")])
+def test_openai_generations_take_json_numbers_not_strings_or_booleans(
+    client: httpx.Client, field: str, value: Any
+) -> None:
+    """As /generate and OpenAI's own API: "n": "2" was read as 2, and true as 1. (The edits' multipart form fields
+    are text by nature, and stay converted.)"""
+    r = client.post("/v1/images/generations", json={"prompt": "p", field: value})
+    assert r.status_code == 422, r.text
+    error = r.json()["error"]
+    assert (error["param"], error["message"]) == (field, f"{field}: an integer (a JSON number), got {value!r}")
