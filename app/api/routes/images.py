@@ -40,7 +40,7 @@ async def download(id: str, request: Request, store: StoreDep) -> Response:  # n
     # With auth on, only the client's own cache may keep it, never a shared proxy.
     scope = "private, " if request.app.state.auth_enabled else "public, "
     headers = {"ETag": etag, "Cache-Control": scope + _CACHE_FOREVER}
-    if request.headers.get("if-none-match") == etag and await store.exists(image_id):
+    if _none_match(request.headers.get("if-none-match"), etag) and await store.exists(image_id):
         return Response(status_code=304, headers=headers)
     if url := await store.presigned_url(image_id):
         # The URL expires, so the redirect may be cached only while it is valid, with a minute to spare.
@@ -98,3 +98,12 @@ async def delete_image(id: str, store: StoreDep) -> Response:  # noqa: A002 - th
     if not await store.delete(check_id(id)):
         raise NotFound(f"no image with id {id}", field="id")
     return Response(status_code=204)
+
+
+def _none_match(header: str | None, etag: str) -> bool:
+    """RFC 9110 If-None-Match, weakly compared: `*`, or a list of tags where `W/"id"` matches `"id"` too (caches and
+    proxies that compress a response weaken its tag)."""
+    if header is None:
+        return False
+    tags = [tag.strip() for tag in header.split(",")]
+    return "*" in tags or any(tag.removeprefix("W/") == etag for tag in tags)

@@ -99,6 +99,10 @@ def test_unknown_id_is_404_and_etag_gives_304(client: httpx.Client) -> None:
     first = client.get(f"/download/{image_id}")
     again = client.get(f"/download/{image_id}", headers={"If-None-Match": first.headers["etag"]})
     assert again.status_code == 304 and again.content == b""
+    etag = first.headers["etag"]
+    for header in (f"W/{etag}", f'"{"0" * 32}", {etag}', "*"):  # RFC 9110: weak, a list, any
+        assert client.get(f"/download/{image_id}", headers={"If-None-Match": header}).status_code == 304, header
+    assert client.get(f"/download/{image_id}", headers={"If-None-Match": f'"{"0" * 32}"'}).status_code == 200
     head = client.head(f"/download/{image_id}")
     assert head.status_code == 200 and head.headers["content-length"] == str(len(first.content))
 
