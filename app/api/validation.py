@@ -53,10 +53,17 @@ def _resolve(schema: dict[str, Any] | None, document: dict[str, Any]) -> dict[st
 
 
 def field_schema(openapi: dict[str, Any], path: str, method: str, loc: tuple[Any, ...]) -> dict[str, Any] | None:
-    """The schema of the body field at `loc` (("body", "loras", 0, "scale")) of an operation, if it has one."""
-    if not loc or loc[0] != "body":
+    """The schema of the field at `loc` of an operation, if it has one: a body field (("body", "loras", 0, "scale"))
+    or a query, path or header parameter (("query", "limit"))."""
+    if not loc:
         return None
     operation = openapi.get("paths", {}).get(path, {}).get(method.lower(), {})
+    if loc[0] != "body":
+        where, name = loc[0], loc[1] if len(loc) > 1 else None
+        for parameter in operation.get("parameters", []):
+            if parameter.get("in") == where and parameter.get("name") == name:
+                return _resolve(parameter.get("schema"), openapi)
+        return None
     content = operation.get("requestBody", {}).get("content", {})
     return field_schema_in(content.get("application/json", {}).get("schema"), openapi, loc[1:])
 
@@ -135,8 +142,8 @@ def _message(err: dict[str, Any], schema: dict[str, Any] | None, content_type: s
         text = "an integer" if schema["type"] == "integer" else "a number"  # a number with no bounds
     if text is None:
         text = str(err.get("msg", "invalid value"))
-    elif type_ in _TYPES and type_ != "string_type":
-        text += " (a JSON number)"
+    elif type_ in _TYPES and type_ != "string_type" and tuple(err.get("loc", ()))[:1] == ("body",):
+        text += " (a JSON number)"  # a query parameter is text by nature
     return f"{text}, {_got(err)}" if "input" in err else text
 
 

@@ -231,3 +231,9 @@ def test_openai_generations_take_json_numbers_not_strings_or_booleans(
     assert r.status_code == 422, r.text
     error = r.json()["error"]
     assert (error["param"], error["message"]) == (field, f"{field}: an integer (a JSON number), got {value!r}")
+
+
+@pytest.mark.parametrize("value", ["0", "101", "abc"])
+def test_a_query_parameter_states_its_whole_rule_too(client: httpx.Client, value: str) -> None:
+    error = assert_error(client.get(f"/images?limit={value}"), 422, "invalid_request", "limit")
+    assert error["message"] == f"limit: an integer between 1 and 100, got '{value}'"
