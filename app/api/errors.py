@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -183,6 +184,8 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         message = "body: the request body is not valid UTF-8 JSON"
         if isinstance(exc.__cause__, RecursionError):  # json.loads gives up past ~1000 levels
             message = "body: the JSON nests arrays or objects too deeply"
+        elif isinstance(exc.__cause__, ValueError) and "digits" in str(exc.__cause__):  # int_max_str_digits
+            message = f"body: a number in it has more than {sys.get_int_max_str_digits()} digits"
         return render_error(path, 422, "invalid_request", message, field="body")
     if exc.status_code == 400 and isinstance(exc.__context__, MultiPartException):  # Starlette's form parser
         message = f"body: the multipart form could not be read ({exc.detail}); send multipart/form-data"

@@ -129,10 +129,17 @@ def _got(err: dict[str, Any]) -> str:
     return f"got {_short(value)}"
 
 
+def _is_json(content_type: str | None) -> bool:
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
+
+
 def _message(err: dict[str, Any], schema: dict[str, Any] | None, content_type: str | None) -> str:
     type_ = err.get("type")
     if type_ == "missing":
         return "is required"
+    if type_ in _NOT_AN_OBJECT and len(err.get("loc", ())) == 1 and _is_json(content_type):
+        return f"must be a JSON object, got {_short(err.get('input'))}"  # parsed: a string, a list, a number
     if type_ in _NOT_AN_OBJECT and len(err.get("loc", ())) == 1 and isinstance(err.get("input"), bytes | str):
         # FastAPI parses a body as JSON only when the request says it is JSON; otherwise it hands on the bytes.
         sent = f"Content-Type: {content_type}" if content_type else "no Content-Type header"

@@ -70,6 +70,20 @@ def test_malformed_json_is_422(client: httpx.Client, raw: bytes) -> None:
 
 
 @pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b'"prompt"', "body: must be a JSON object, got 'prompt'"),
+        (b"[1]", "body: must be a JSON object, got [1]"),
+        (b'{"prompt": "x", "seed": ' + b"9" * 5000 + b"}", "body: a number in it has more than 4300 digits"),
+        (b"}+\xff", "body: the request body is not valid UTF-8 JSON"),
+    ],
+)
+def test_a_body_that_is_no_object_says_what_it_is(client: httpx.Client, raw: bytes, message: str) -> None:
+    r = client.post("/generate", content=raw, headers={"Content-Type": "application/json"})
+    assert assert_error(r, 422, "invalid_request", "body")["message"] == message
+
+
+@pytest.mark.parametrize(
     ("field", "value"),
     [
         ("strength", 0),
