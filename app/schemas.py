@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from app import schema_examples as examples
 from app.config import MAX_SIDE, MAX_STEPS
@@ -154,7 +155,12 @@ class InpaintRequest(Img2ImgRequest):
 
 def _exactly_one(a: object, b: object, name_a: str, name_b: str) -> None:
     if (a is None) == (b is None):
-        raise ValueError(f"give exactly one of {name_a} (base64) or {name_b} (a stored image id)")
+        # Its own error type: the API names the field from `ctx` and does not echo the body (validation.py).
+        raise PydanticCustomError(
+            "exactly_one",
+            "give exactly one of {field} (base64) or {other} (a stored image id)",
+            {"field": name_a, "other": name_b},
+        )
 
 
 class RefineRequest(_Request):

@@ -172,6 +172,9 @@ def validation_details(
             where = f" at character {offset}" if offset is not None else ""
             details.append({"field": "body", "message": f"is not valid JSON{where}{f' ({reason})' if reason else ''}"})
             continue
+        if err.get("type") == "exactly_one":  # a rule over two fields (schemas._exactly_one): named by the first
+            details.append({"field": err["ctx"]["field"], "message": str(err["msg"])})
+            continue
         schema = field_schema(openapi, path, method, loc) if openapi else None
         details.append({"field": _field_name(loc), "message": _message(err, schema, content_type)})
     return details

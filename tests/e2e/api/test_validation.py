@@ -251,3 +251,11 @@ def test_openai_generations_take_json_numbers_not_strings_or_booleans(
 def test_a_query_parameter_states_its_whole_rule_too(client: httpx.Client, value: str) -> None:
     error = assert_error(client.get(f"/images?limit={value}"), 422, "invalid_request", "limit")
     assert error["message"] == f"limit: an integer between 1 and 100, got '{value}'"
+
+
+@pytest.mark.parametrize("fields", [{}, {"image_id": "a" * 32, "image": "AAAA"}])
+def test_exactly_one_input_names_the_field_without_echoing_the_body(
+    client: httpx.Client, fields: dict[str, Any]
+) -> None:
+    error = assert_error(client.post("/img2img", json={"prompt": "p", **fields}), 422, "invalid_request", "image")
+    assert error["message"] == "image: give exactly one of image (base64) or image_id (a stored image id)"
