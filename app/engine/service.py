@@ -30,7 +30,7 @@ from app.engine.images import inputs
 from app.engine.images.encoder import Encoder, default_processes
 from app.engine.images.gallery import gallery_page
 from app.engine.images.watermark import check_available
-from app.engine.jobs import admission, params
+from app.engine.jobs import admission, params, records
 from app.engine.jobs.heartbeat import Heartbeat
 from app.engine.jobs.items import GenerateParams, RefineParams, batch_key
 from app.engine.jobs.job import Job, JobFailure, JobRegistry, JobStatus
@@ -286,8 +286,8 @@ class ImageService:
                 task.cancel()
         for job in self.jobs.active():  # anything still open now can no longer finish
             self._finish(job, JobStatus.FAILED, JobFailure("shutting_down", "the service stopped"))
-        if self._tasks:  # the records of those jobs, before the store closes
-            await asyncio.wait(list(self._tasks), timeout=5)
+        if self._tasks:  # the records of those jobs, before the store closes: time for a failing write's retries
+            await asyncio.wait(list(self._tasks), timeout=records.RETRIES_S + 2)
         await self.encoder.close()
         await self.heartbeat.stop()  # last: every record above is final, so no reader meets a stopped lease early
         if self.runner is not None:
@@ -510,7 +510,7 @@ class ImageService:
     # --- the owner thread runs this -----------------------------------------------------------------
     def _run_batch(self, batch: Batch, on_step: Callable[[], None]) -> list[Rendered]:
         assert self.runner is not None
-        return self.runner.run([item.job.items[item.index] for item in batch.items], on_step)
+        return self.runner.run(batch.params, on_step)
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)

@@ -63,6 +63,13 @@ class Batch:
     # When the owner took it (monotonic, as jobs' submission times): a job's queue time ends here, not when the
     # event loop hears of it, which can be a GIL switch interval (5 ms) later while the owner runs Python.
     taken: float = field(default_factory=time.monotonic)
+    # Each item's parameters, read when the owner took it, with the lock held: a job that ends (a cancel) before
+    # the call starts has its decoded inputs released (completion.release_if_done), but this call still has them.
+    params: list[Any] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.params:
+            self.params = [item.job.items[item.index] for item in self.items]
 
     @property
     def jobs(self) -> list[Job]:

@@ -30,6 +30,7 @@ KEEPALIVE_S = 15.0  # proxies close streams that stay silent longer
 # every replica since runs this version (a rolling upgrade takes minutes), and no job runs for an hour.
 LEGACY_AGE_S = 3600.0
 SAVE_ATTEMPTS, SAVE_RETRY_S = 5, 0.5  # a failed record write is retried after 0.5, 1, 2 and 4 s
+RETRIES_S = SAVE_RETRY_S * (2 ** (SAVE_ATTEMPTS - 1) - 1)  # 7.5 s of waits between them
 
 View = dict[str, Any]
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from app.engine.gpu import batching
-from app.engine.gpu.scheduler import Batch, Scheduler
+from app.engine.gpu.scheduler import Batch, Item, Scheduler
 from app.engine.jobs.job import Job, JobStatus
 
 CLIENTS = 8
@@ -201,3 +201,18 @@ def test_a_jobs_queue_time_ends_when_the_owner_takes_it_not_when_the_loop_hears(
     queued, heard_after = asyncio.run(main())
     assert heard_after >= 0.3
     assert queued < 0.1, queued
+
+
+def test_a_batch_keeps_the_parameters_it_was_taken_with() -> None:
+    """A cancel may end the job between the owner's take and the call's start, and the job's decoded inputs are then
+    released (completion.release_if_done): the call must still get them, read under the lock at the take."""
+    from PIL import Image
+
+    from app.engine.jobs.items import GenerateParams, Setup, released
+
+    source = Image.new("RGB", (64, 64))
+    item = GenerateParams("p", None, None, None, 64, 64, 4, 5.0, 1, Setup("tiny"), kind="img2img", image=source)
+    job = Job(kind="img2img", model="tiny", items=[item], batch_key=None, pixels=4096, steps=4)
+    batch = Batch([Item(job, 0)])
+    job.items = [released(p) for p in job.items]
+    assert job.items[0].image is None and batch.params[0].image is source
