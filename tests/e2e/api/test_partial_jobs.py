@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 
 from app.engine.gpu import pipelines
+from app.storage import local
 from app.storage.local import LocalImageStore
 from tests.conftest import start_server, tiny_settings
-from tests.helpers import ASYNC, assert_error
+from tests.helpers import ASYNC, assert_error, wait_for
 
 
 def _record(images: Path, job_id: str) -> dict[str, Any]:
@@ -81,7 +82,7 @@ def test_an_image_stored_after_a_cancel_is_in_the_jobs_record(
             job_id = c.post("/generate", json=body, headers=ASYNC).json()["id"]
             _until(lambda: c.get(f"/jobs/{job_id}").json()["progress"]["step"] > 31)  # in the second call
             c.delete(f"/jobs/{job_id}")
-            _until(lambda: c.get(f"/jobs/{job_id}").json()["status"] == "cancelled")
+            assert wait_for(c, job_id, {"succeeded", "failed", "cancelled"})["status"] == "cancelled"
             _until(lambda: len(_record(images, job_id)["images"]) == 1)
             record, view = _record(images, job_id), c.get(f"/jobs/{job_id}").json()
             assert record["status"] == view["status"] == "cancelled"
@@ -104,8 +105,6 @@ def test_a_lost_final_record_write_is_retried(
         nonlocal refused
         if name.startswith("jobs/") and b'"succeeded"' in data and not refused:
             refused += 1  # fault injection: the store's own error for a full disk, once
-            from app.storage import local
-
             raise local._storage_error(OSError(28, "No space left on device"))
         await real_put_record(self, name, data)
 
