@@ -62,7 +62,6 @@ class Completion:
         *,
         finish: Finish,
         save: Callable[[Job], None],
-        drop: Callable[[Job], object],
         spawn: Callable[[Awaitable[Any]], None],
         queue_depth: Callable[[], int],
         free_memory: Callable[[], None],
@@ -70,7 +69,7 @@ class Completion:
     ):
         self.settings, self.store, self.encoder, self.events, self.metrics = settings, store, encoder, events, metrics
         self._finish, self._save, self._spawn, self._queue_depth = finish, save, spawn, queue_depth
-        self._drop, self._free_memory, self._download_path = drop, free_memory, download_path
+        self._free_memory, self._download_path = free_memory, download_path
         self.failures_in_a_row = 0
         self._storing: dict[Job, int] = {}  # images of a job being encoded and stored right now
         # How a job whose images are still being stored will end: its first failed write, or a failed later call.
@@ -130,8 +129,7 @@ class Completion:
         for job in batch.jobs:
             if job in self._storing:
                 # Its images of an earlier call are still being stored: it ends once they are (_settle), so that
-                # the error names them. Meanwhile nothing more of it may run.
-                self._drop(job)
+                # the error names them. Nothing more of it runs: the owner dropped its queued images already.
                 self._store_failed.setdefault(job, (status, error))
             else:
                 self._finish(job, status, error)

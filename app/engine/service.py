@@ -108,7 +108,6 @@ class ImageService:
             self.metrics,
             finish=self._finish,
             save=lambda job: self._spawn(self.records.save(job)),
-            drop=lambda job: self.scheduler.remove(job),
             spawn=self._spawn,
             queue_depth=lambda: self.scheduler.depth,
             free_memory=lambda: self._spawn(self.scheduler.call(free_memory)),

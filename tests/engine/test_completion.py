@@ -64,7 +64,6 @@ def test_queue_time_is_read_at_the_owners_take() -> None:
         metrics,
         finish=unused,
         save=unused,
-        drop=unused,
         spawn=unused,
         queue_depth=lambda: 0,
         free_memory=unused,
